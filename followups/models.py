@@ -1,0 +1,1 @@
+"""Follow-up cadences and follow-ups (issue #3)."""

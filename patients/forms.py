@@ -1,0 +1,239 @@
+"""Patient, preference and appointment forms. Errors are written for front-desk staff."""
+
+import datetime as dt
+
+from django import forms
+from django.db.models import QuerySet
+
+from locations.models import Location
+from patients.models import (
+    Appointment,
+    AppointmentType,
+    Channel,
+    ChannelConsent,
+    Household,
+    Patient,
+    Provider,
+)
+from patients.phones import InvalidPhone, normalize_phone
+
+
+def _choices(form: forms.BaseForm, name: str) -> forms.ModelChoiceField:
+    """The named model-choice field, typed so its queryset can be narrowed."""
+    field = form.fields[name]
+    assert isinstance(field, forms.ModelChoiceField)
+    return field
+
+
+class DateInput(forms.DateInput):
+    input_type = "date"
+
+
+class TimeInput(forms.TimeInput):
+    input_type = "time"
+
+
+class PatientForm(forms.ModelForm):
+    """Contact details and locations. Phones are stored as E.164."""
+
+    class Meta:
+        model = Patient
+        fields = [
+            "first_name",
+            "last_name",
+            "preferred_name",
+            "date_of_birth",
+            "status",
+            "mobile_phone",
+            "home_phone",
+            "email",
+            "address_line1",
+            "address_line2",
+            "city",
+            "region",
+            "postal_code",
+            "home_location",
+            "shared_with",
+        ]
+        widgets = {
+            "date_of_birth": DateInput(format="%Y-%m-%d"),
+            "shared_with": forms.CheckboxSelectMultiple,
+        }
+        help_texts = {
+            "mobile_phone": "Any format, e.g. (512) 555-0142. Used for SMS.",
+            "preferred_name": "What the patient likes to be called.",
+        }
+
+    def __init__(self, *args, home_locations: QuerySet[Location], **kwargs):
+        super().__init__(*args, **kwargs)
+        # Staff may file a patient only at a location where they can edit patients;
+        # an existing record keeps its current home even if it is elsewhere.
+        allowed = home_locations
+        if self.instance.pk:
+            allowed = Location.objects.filter(
+                pk__in=home_locations.values("pk")
+            ) | Location.objects.filter(pk=self.instance.home_location_id)
+        _choices(self, "home_location").queryset = allowed.order_by("name")
+        _choices(self, "shared_with").queryset = Location.objects.filter(is_active=True).order_by(
+            "name"
+        )
+        self.fields["shared_with"].required = False
+
+    def _clean_phone(self, field: str) -> str:
+        raw = self.cleaned_data.get(field, "")
+        if not raw:
+            return ""
+        try:
+            return normalize_phone(raw)
+        except InvalidPhone as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean_mobile_phone(self) -> str:
+        return self._clean_phone("mobile_phone")
+
+    def clean_home_phone(self) -> str:
+        return self._clean_phone("home_phone")
+
+    def clean_date_of_birth(self) -> dt.date:
+        dob = self.cleaned_data["date_of_birth"]
+        if dob > dt.date.today():  # noqa: DTZ011
+            raise forms.ValidationError("Date of birth cannot be in the future.")
+        if dob.year < 1900:
+            raise forms.ValidationError("Check the year: it is before 1900.")
+        return dob
+
+    def clean(self):
+        cleaned = super().clean() or {}
+        home = cleaned.get("home_location")
+        shared = cleaned.get("shared_with")
+        if home and shared and home in shared:
+            cleaned["shared_with"] = [loc for loc in shared if loc != home]
+        return cleaned
+
+
+CONSENT_CHOICES = [("", "Not recorded"), *ChannelConsent.Status.choices]
+
+
+class PreferencesForm(forms.Form):
+    """Preferred channel, per-channel consent, do-not-contact and language."""
+
+    preferred_channel = forms.ChoiceField(choices=Patient.PreferredChannel.choices)
+    language = forms.ChoiceField(choices=Patient.Language.choices)
+    sms_consent = forms.ChoiceField(label="SMS consent", choices=CONSENT_CHOICES, required=False)
+    email_consent = forms.ChoiceField(
+        label="Email consent", choices=CONSENT_CHOICES, required=False
+    )
+    call_consent = forms.ChoiceField(
+        label="Phone call consent", choices=CONSENT_CHOICES, required=False
+    )
+    consent_method = forms.ChoiceField(
+        label="How was consent given?",
+        choices=[
+            c for c in ChannelConsent.Method.choices if c[0] != ChannelConsent.Method.SMS_KEYWORD
+        ],
+        initial=ChannelConsent.Method.VERBAL,
+        help_text="Applies to the consents you change now.",
+    )
+    do_not_contact = forms.BooleanField(label="Do not contact", required=False)
+    do_not_contact_reason = forms.CharField(max_length=200, required=False, label="Reason")
+
+    def __init__(
+        self, *args, patient: Patient | None = None, contact: dict | None = None, **kwargs
+    ):
+        # `contact` is the cleaned contact data from the PatientForm submitted in the
+        # same request, so a new mobile number and "prefer SMS" can be saved together.
+        self.patient = patient
+        self.contact = contact or {}
+        if patient is not None and "initial" not in kwargs:
+            consents = {c.channel: c.status for c in patient.consents.all()}
+            kwargs["initial"] = {
+                "preferred_channel": patient.preferred_channel,
+                "language": patient.language,
+                "do_not_contact": patient.do_not_contact,
+                "do_not_contact_reason": patient.do_not_contact_reason,
+                **{f"{ch}_consent": consents.get(ch, "") for ch in Channel.values},
+            }
+        super().__init__(*args, **kwargs)
+
+    def _contact(self, field: str) -> str:
+        if field in self.contact:
+            return self.contact[field]
+        return getattr(self.patient, field, "") if self.patient else ""
+
+    def clean(self):
+        cleaned = super().clean() or {}
+        channel = cleaned.get("preferred_channel")
+        needs = {
+            "sms": ("mobile_phone", "SMS needs a mobile phone number."),
+            "email": ("email", "Email needs an email address."),
+            "call": (None, "Phone calls need a mobile or home phone number."),
+        }
+        if channel in needs:
+            field, message = needs[channel]
+            has = (
+                bool(self._contact(field))
+                if field
+                else bool(self._contact("mobile_phone") or self._contact("home_phone"))
+            )
+            if not has:
+                self.add_error("preferred_channel", message)
+            if cleaned.get(f"{channel}_consent") == ChannelConsent.Status.REFUSED:
+                self.add_error(
+                    "preferred_channel",
+                    "The patient refused this channel. Choose another, or record their consent.",
+                )
+        if cleaned.get("do_not_contact") and not cleaned.get("do_not_contact_reason", "").strip():
+            self.add_error(
+                "do_not_contact_reason", "Say why, so colleagues know whether it can change."
+            )
+        return cleaned
+
+
+class HouseholdForm(forms.Form):
+    household = forms.ModelChoiceField(
+        queryset=Household.objects.none(), required=False, empty_label="No household"
+    )
+    is_primary = forms.BooleanField(required=False, label="Receives reminders for the household")
+
+    def __init__(self, *args, households: QuerySet[Household], **kwargs):
+        super().__init__(*args, **kwargs)
+        _choices(self, "household").queryset = households
+
+
+class AppointmentForm(forms.ModelForm):
+    """Date and times are typed in the location's own time zone."""
+
+    date = forms.DateField(widget=DateInput(format="%Y-%m-%d"))
+    start_time = forms.TimeField(widget=TimeInput(format="%H:%M"), label="Start")
+    end_time = forms.TimeField(widget=TimeInput(format="%H:%M"), label="End")
+
+    class Meta:
+        model = Appointment
+        fields = ["location", "appointment_type", "provider", "status"]
+
+    def __init__(self, *args, locations: QuerySet[Location], **kwargs):
+        super().__init__(*args, **kwargs)
+        _choices(self, "location").queryset = locations.order_by("name")
+        _choices(self, "appointment_type").queryset = AppointmentType.objects.filter(is_active=True)
+        _choices(self, "provider").queryset = Provider.objects.filter(is_active=True)
+        if self.instance.pk:
+            start, end = self.instance.local_start, self.instance.local_end
+            self.initial.update(date=start.date(), start_time=start.time(), end_time=end.time())
+        self.order_fields(
+            ["location", "appointment_type", "provider", "date", "start_time", "end_time", "status"]
+        )
+
+    def clean(self):
+        cleaned = super().clean() or {}
+        location, day = cleaned.get("location"), cleaned.get("date")
+        start_time, end_time = cleaned.get("start_time"), cleaned.get("end_time")
+        provider = cleaned.get("provider")
+        if provider and location and not provider.locations.filter(pk=location.pk).exists():
+            self.add_error("provider", f"{provider} does not work at {location}.")
+        if location and day and start_time and end_time:
+            if end_time <= start_time:
+                self.add_error("end_time", "The appointment must end after it starts.")
+            else:
+                self.instance.start = dt.datetime.combine(day, start_time, tzinfo=location.tz)
+                self.instance.end = dt.datetime.combine(day, end_time, tzinfo=location.tz)
+        return cleaned

@@ -1,0 +1,54 @@
+"""Turning what a user types into the search box into a query."""
+
+import datetime as dt
+import re
+import unicodedata
+from dataclasses import dataclass
+
+_PHONEISH = re.compile(r"^[\d\s().+\-/]+$")
+_DATE_FORMATS = ("%Y-%m-%d", "%m/%d/%Y", "%m/%d/%y", "%m-%d-%Y", "%d.%m.%Y", "%b %d %Y", "%d %b %Y")
+
+
+def fold(text: str) -> str:
+    """Lower-case, accent-free, single-spaced: "  José  O'Núñez" → "jose o'nunez"."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.casefold().split())
+
+
+def parse_date(text: str) -> dt.date | None:
+    cleaned = text.strip().replace(",", "")
+    for fmt in _DATE_FORMATS:
+        try:
+            return dt.datetime.strptime(cleaned, fmt).date()  # noqa: DTZ007 (a date, no zone)
+        except ValueError:
+            continue
+    return None
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One of: a date of birth, phone digits, or folded name tokens."""
+
+    dob: dt.date | None = None
+    phone_digits: str = ""
+    name_tokens: tuple[str, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.dob or self.phone_digits or self.name_tokens)
+
+
+def parse_query(text: str) -> SearchQuery:
+    text = (text or "").strip()[:100]
+    if not text:
+        return SearchQuery()
+    dob = parse_date(text)
+    if dob:
+        return SearchQuery(dob=dob)
+    digits = re.sub(r"\D", "", text)
+    if _PHONEISH.match(text) and len(digits) >= 4:
+        # A national number typed with a leading 1 or +1 still matches: stored
+        # numbers are searchable with and without their country code.
+        return SearchQuery(phone_digits=digits)
+    return SearchQuery(name_tokens=tuple(fold(text).split()))

@@ -1,0 +1,244 @@
+"""Patient list, search, patient page, create/edit, preferences and appointments.
+
+Each view: access rule (decorators) → `*_get` selector that 404s → form → service
+→ redirect. No permission queries here: they live in patients.selectors.
+"""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+from django_htmx.middleware import HtmxDetails
+
+from locations.access import CHANGE_APPOINTMENTS, CHANGE_PATIENTS, locations_for
+from patients import selectors, services
+from patients.forms import AppointmentForm, HouseholdForm, PatientForm, PreferencesForm
+from patients.models import Appointment, Channel, Patient
+from practicecrm.audit import log_access
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def _save_preferences(patient: Patient, form: PreferencesForm, by) -> None:
+    data = form.cleaned_data
+    patient.preferred_channel = data["preferred_channel"]
+    patient.language = data["language"]
+    patient.do_not_contact = data["do_not_contact"]
+    patient.do_not_contact_reason = (
+        data["do_not_contact_reason"].strip() if data["do_not_contact"] else ""
+    )
+    services.patient_save(patient=patient, by=by)
+    for channel in Channel.values:
+        services.consent_set(
+            patient=patient,
+            channel=channel,
+            status=data[f"{channel}_consent"] or None,
+            method=data["consent_method"],
+            by=by,
+        )
+
+
+@never_cache
+@login_required
+def patient_list(request: HtmxHttpRequest) -> HttpResponse:
+    locations = selectors.user_locations(user=request.user)
+    location = next((loc for loc in locations if str(loc.pk) == request.GET.get("location")), None)
+    query = request.GET.get("q", "").strip()
+    status = request.GET.get("status", "")
+    if status not in Patient.Status.values:
+        status = ""
+    patients = selectors.patient_list(
+        user=request.user, query=query, location=location, status=status
+    )
+    page = Paginator(patients, 25).get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "query": query,
+        "locations": locations,
+        "location": location,
+        "status": status,
+        "statuses": Patient.Status.choices,
+        "can_create": locations_for(request.user, CHANGE_PATIENTS).exists(),
+    }
+    template = "patients/_patient_results.html" if request.htmx else "patients/patient_list.html"
+    return render(request, template, context)
+
+
+@never_cache
+@login_required
+def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = selectors.patient_get(user=request.user, pk=pk)
+    log_access(patient)
+    timeline, next_cursor = selectors.patient_timeline(patient=patient)
+    can_edit = selectors.patients_visible_to(request.user, CHANGE_PATIENTS).filter(pk=pk).exists()
+    context = {
+        "patient": patient,
+        "timeline": timeline,
+        "next_cursor": next_cursor,
+        "can_edit": can_edit,
+        "can_book": locations_for(request.user, CHANGE_APPOINTMENTS).exists(),
+        **selectors.patient_detail_context(patient=patient, user=request.user),
+    }
+    return render(request, "patients/patient_detail.html", context)
+
+
+@never_cache
+@login_required
+def patient_timeline(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = selectors.patient_get(user=request.user, pk=pk)
+    before = parse_datetime(request.GET.get("before", "")) if request.GET.get("before") else None
+    if before is None or before.tzinfo is None:
+        before = None
+    timeline, next_cursor = selectors.patient_timeline(patient=patient, before=before)
+    return render(
+        request,
+        "patients/_timeline.html",
+        {
+            "patient": patient,
+            "timeline": timeline,
+            "next_cursor": next_cursor,
+            "can_book": locations_for(request.user, CHANGE_APPOINTMENTS).exists(),
+        },
+    )
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def patient_create(request: HttpRequest) -> HttpResponse:
+    home_locations = locations_for(request.user, CHANGE_PATIENTS)
+    if not home_locations.exists():
+        raise Http404("You cannot add patients at any location.")
+    form = PatientForm(request.POST or None, home_locations=home_locations)
+    prefs = PreferencesForm(
+        request.POST or None,
+        contact=form.cleaned_data if form.is_bound and form.is_valid() else None,
+        initial={"preferred_channel": Patient.PreferredChannel.SMS, "language": "en"},
+    )
+    if request.method == "POST" and form.is_valid() and prefs.is_valid():
+        with transaction.atomic():
+            patient = form.save(commit=False)
+            services.patient_save(
+                patient=patient, shared_with=form.cleaned_data["shared_with"], by=request.user
+            )
+            _save_preferences(patient, prefs, request.user)
+        messages.success(request, f"{patient.display_name} was added.")
+        return redirect(patient)
+    return render(request, "patients/patient_form.html", {"form": form, "prefs": prefs})
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def patient_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = selectors.patient_get(user=request.user, pk=pk, perm=CHANGE_PATIENTS)
+    form = PatientForm(
+        request.POST or None,
+        instance=patient,
+        home_locations=locations_for(request.user, CHANGE_PATIENTS),
+    )
+    if request.method == "POST" and form.is_valid():
+        patient = form.save(commit=False)
+        services.patient_save(
+            patient=patient, shared_with=form.cleaned_data["shared_with"], by=request.user
+        )
+        messages.success(request, "Contact details saved.")
+        return redirect(patient)
+    return render(request, "patients/patient_form.html", {"form": form, "patient": patient})
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def patient_preferences(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = selectors.patient_get(user=request.user, pk=pk, perm=CHANGE_PATIENTS)
+    form = PreferencesForm(request.POST or None, patient=patient)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            _save_preferences(patient, form, request.user)
+        messages.success(request, "Communication preferences saved.")
+        return redirect(patient)
+    return render(request, "patients/preferences_form.html", {"form": form, "patient": patient})
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def patient_household(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = selectors.patient_get(user=request.user, pk=pk, perm=CHANGE_PATIENTS)
+    households = selectors.households_visible_to(request.user)
+    initial = {
+        "household": patient.household,
+        "is_primary": bool(
+            patient.household and patient.household.primary_contact_id == patient.pk
+        ),
+    }
+    form = HouseholdForm(request.POST or None, households=households, initial=initial)
+    if request.method == "POST":
+        if "create" in request.POST:
+            services.household_create(patient=patient)
+            messages.success(
+                request, "A new household was started with this patient as its contact."
+            )
+            return redirect(patient)
+        if form.is_valid():
+            services.household_set(
+                patient=patient,
+                household=form.cleaned_data["household"],
+                is_primary=form.cleaned_data["is_primary"],
+            )
+            messages.success(request, "Household saved.")
+            return redirect(patient)
+    return render(request, "patients/household_form.html", {"form": form, "patient": patient})
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def appointment_create(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = selectors.patient_get(user=request.user, pk=pk)
+    locations = locations_for(request.user, CHANGE_APPOINTMENTS)
+    if not locations.exists():
+        raise Http404("You cannot record appointments at any location.")
+    appointment = Appointment(patient=patient)
+    initial = {
+        "location": patient.home_location_id
+        if locations.filter(pk=patient.home_location_id).exists()
+        else None
+    }
+    form = AppointmentForm(
+        request.POST or None, instance=appointment, locations=locations, initial=initial
+    )
+    if request.method == "POST" and form.is_valid():
+        services.appointment_save(appointment=form.save(commit=False), by=request.user)
+        messages.success(request, "Appointment recorded.")
+        return redirect(patient)
+    return render(request, "patients/appointment_form.html", {"form": form, "patient": patient})
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def appointment_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    appointment = selectors.appointment_get(user=request.user, pk=pk, perm=CHANGE_APPOINTMENTS)
+    form = AppointmentForm(
+        request.POST or None,
+        instance=appointment,
+        locations=locations_for(request.user, CHANGE_APPOINTMENTS),
+    )
+    if request.method == "POST" and form.is_valid():
+        services.appointment_save(appointment=form.save(commit=False), by=request.user)
+        messages.success(request, "Appointment saved.")
+        return redirect(appointment.patient)
+    return render(
+        request,
+        "patients/appointment_form.html",
+        {"form": form, "patient": appointment.patient, "appointment": appointment},
+    )

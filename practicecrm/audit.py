@@ -1,0 +1,159 @@
+"""The audit trail: what is registered, the system actor, and audited bulk writes.
+
+django-auditlog records saves and deletes through model signals. QuerySet.update()
+and bulk_create() send no signals, so every bulk write to an audited model goes
+through `bulk_create_audited` / `update_audited` below, which write the same
+entries the signals would have written — with the actor and address of the
+current request or task.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from auditlog.cid import get_cid
+from auditlog.context import auditlog_value, set_actor
+from auditlog.diff import model_instance_diff
+from auditlog.models import LogEntry
+from auditlog.registry import auditlog
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
+from django.db import models, transaction
+from django.utils import timezone
+from django.utils.encoding import smart_str
+
+M = TypeVar("M", bound=models.Model)
+
+
+def register_models() -> None:
+    """Register every model whose changes must be in the trail (called from AppConfig)."""
+    from guardian.models import UserObjectPermission
+
+    from locations.models import Location, LocationGrant
+    from patients.models import (
+        Appointment,
+        AppointmentType,
+        ChannelConsent,
+        ExternalIdentifier,
+        Household,
+        Patient,
+        Provider,
+    )
+
+    auditlog.register(Location)
+    auditlog.register(LocationGrant)
+    auditlog.register(UserObjectPermission)
+    auditlog.register(
+        get_user_model(),
+        m2m_fields={"groups", "user_permissions"},
+        exclude_fields=["last_login"],
+        mask_fields=["password"],
+    )
+    auditlog.register(Household)
+    auditlog.register(Patient, m2m_fields={"shared_with"}, exclude_fields=["updated_at"])
+    auditlog.register(ChannelConsent)
+    auditlog.register(ExternalIdentifier)
+    auditlog.register(AppointmentType)
+    auditlog.register(Provider, m2m_fields={"locations"})
+    auditlog.register(Appointment, exclude_fields=["updated_at"])
+
+
+def get_system_user():
+    """The inactive account that background work is recorded under."""
+    user, _ = get_user_model().objects.get_or_create(
+        username=settings.SYSTEM_ACTOR_USERNAME,
+        defaults={"is_active": False, "first_name": "System", "last_name": "(automatic)"},
+    )
+    return user
+
+
+@contextmanager
+def system_actor() -> Iterator[None]:
+    """Record writes inside the block as done by the system account, unless an actor is set."""
+    try:
+        current = auditlog_value.get()
+    except LookupError:
+        current = None
+    if current and current.get("actor") is not None:
+        yield
+        return
+    with set_actor(get_system_user()):
+        yield
+
+
+def _current_context() -> dict[str, Any]:
+    try:
+        value = auditlog_value.get()
+    except LookupError:
+        return {}
+    actor = value.get("actor")
+    if actor is not None and not getattr(actor, "is_authenticated", False):
+        actor = None
+    return {"actor": actor, "remote_addr": value.get("remote_addr")}
+
+
+def _entry(instance: models.Model, action: int, changes: dict | None) -> LogEntry:
+    ctx = _current_context()
+    actor = ctx.get("actor")
+    get_additional = getattr(instance, "get_additional_data", None)
+    return LogEntry(
+        content_type=ContentType.objects.get_for_model(instance),
+        object_pk=str(instance.pk),
+        object_id=instance.pk if isinstance(instance.pk, int) else None,
+        object_repr=smart_str(instance)[:2000],
+        action=action,
+        changes=changes,
+        actor=actor,
+        actor_email=getattr(actor, "email", None) if actor else None,
+        remote_addr=ctx.get("remote_addr"),
+        additional_data=get_additional() if callable(get_additional) else None,
+        cid=get_cid(),
+        timestamp=timezone.now(),
+    )
+
+
+@transaction.atomic
+def bulk_create_audited(model: type[M], objs: Sequence[M], *, batch_size: int = 1000) -> list[M]:
+    """bulk_create plus one CREATE audit entry per row, in the same transaction."""
+    created = model._default_manager.bulk_create(objs, batch_size=batch_size)
+    if auditlog.contains(model):
+        entries = [
+            _entry(
+                obj,
+                LogEntry.Action.CREATE,
+                model_instance_diff(None, obj, use_json_for_changes=True),
+            )
+            for obj in created
+        ]
+        LogEntry.objects.bulk_create(entries, batch_size=batch_size)
+    return created
+
+
+@transaction.atomic
+def update_audited(queryset: models.QuerySet[M], **values: Any) -> int:
+    """queryset.update(**values) plus an UPDATE audit entry for each row that changed."""
+    model = queryset.model
+    rows = list(queryset.select_for_update())
+    entries = []
+    changed_pks = []
+    for old in rows:
+        new = model(**{f.attname: getattr(old, f.attname) for f in model._meta.concrete_fields})
+        for name, value in values.items():
+            setattr(new, name, value)
+        diff = model_instance_diff(old, new, use_json_for_changes=True)
+        if diff:
+            changed_pks.append(old.pk)
+            entries.append(_entry(new, LogEntry.Action.UPDATE, diff))
+    if changed_pks:
+        model._default_manager.filter(pk__in=changed_pks).update(**values)
+        if auditlog.contains(model):
+            LogEntry.objects.bulk_create(entries, batch_size=1000)
+    return len(changed_pks)
+
+
+def log_access(instance: models.Model) -> None:
+    """Write an ACCESS entry: a person viewed or exported this record."""
+    from auditlog.signals import accessed
+
+    accessed.send(sender=instance.__class__, instance=instance)

@@ -1,0 +1,44 @@
+"""Session lifetime rules: an idle timeout and an absolute maximum age."""
+
+import time
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.shortcuts import redirect
+from django.urls import reverse
+
+_STARTED = "_session_started"
+_LAST_SEEN = "_session_last_seen"
+
+
+class SessionTimeoutMiddleware:
+    """Log a user out after SESSION_IDLE_TIMEOUT seconds without a request.
+
+    A shared front-desk computer left logged in is the most common way a patient
+    record is seen by the wrong person, so the idle limit is short (15 minutes by
+    default). SESSION_COOKIE_AGE caps the whole session whatever the activity.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.user.is_authenticated:
+            now = time.time()
+            started = request.session.get(_STARTED, now)
+            last_seen = request.session.get(_LAST_SEEN, now)
+            idle = now - last_seen > settings.SESSION_IDLE_TIMEOUT
+            too_old = now - started > settings.SESSION_COOKIE_AGE
+            if idle or too_old:
+                logout(request)
+                messages.info(
+                    request,
+                    "You were signed out after a period of inactivity."
+                    if idle
+                    else "Your session reached its maximum length. Please sign in again.",
+                )
+                return redirect(f"{reverse('login')}?next={request.path}")
+            request.session[_STARTED] = started
+            request.session[_LAST_SEEN] = now
+        return self.get_response(request)

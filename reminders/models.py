@@ -1,0 +1,1 @@
+"""Appointment reminders and recall outreach (issue #4)."""

@@ -1,0 +1,110 @@
+"""factory_boy factories shared by every test module."""
+
+import datetime as dt
+
+import factory
+from django.contrib.auth import get_user_model
+
+from locations.models import Location, LocationGrant, Role
+from patients.models import Appointment, AppointmentType, Household, Patient, Provider
+
+PASSWORD = "correct horse battery staple"
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    first_name = factory.Faker("first_name")
+    last_name = factory.Faker("last_name")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.test")
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+    @factory.post_generation
+    def _save(obj, create, extracted, **kwargs):
+        if create:
+            obj.save()
+
+
+class LocationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Location
+        django_get_or_create = ("slug",)
+
+    name = factory.Sequence(lambda n: f"Clinic {n}")
+    slug = factory.Sequence(lambda n: f"clinic-{n}")
+    time_zone = "America/Chicago"
+    phone = "+15125550100"
+
+
+class GrantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = LocationGrant
+
+    user = factory.SubFactory(UserFactory)
+    location = factory.SubFactory(LocationFactory)
+    role = Role.FRONT_DESK
+
+
+def staff(role: str, *locations: Location, **user_kwargs):
+    """A user holding `role` at each of `locations`."""
+    user = UserFactory(**user_kwargs)
+    for location in locations:
+        GrantFactory(user=user, location=location, role=role)
+    return user
+
+
+class HouseholdFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Household
+
+    name = factory.Sequence(lambda n: f"Household {n}")
+
+
+class PatientFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Patient
+
+    first_name = factory.Faker("first_name")
+    last_name = factory.Faker("last_name")
+    date_of_birth = factory.Faker("date_of_birth", minimum_age=1, maximum_age=95)
+    mobile_phone = factory.Sequence(lambda n: f"+1512555{n % 10000:04d}")
+    email = factory.LazyAttribute(lambda p: f"{p.first_name}.{p.last_name}@example.test".lower())
+    home_location = factory.SubFactory(LocationFactory)
+
+
+class AppointmentTypeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = AppointmentType
+        django_get_or_create = ("code",)
+
+    name = factory.Sequence(lambda n: f"Visit type {n}")
+    code = factory.Sequence(lambda n: f"visit-{n}")
+
+
+class ProviderFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Provider
+        skip_postgeneration_save = True
+
+    name = factory.Faker("name")
+    title = "DDS"
+
+    @factory.post_generation
+    def locations(obj, create, extracted, **kwargs):
+        if create and extracted:
+            obj.locations.set(extracted)
+
+
+class AppointmentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Appointment
+
+    patient = factory.SubFactory(PatientFactory)
+    location = factory.LazyAttribute(lambda a: a.patient.home_location)
+    appointment_type = factory.SubFactory(AppointmentTypeFactory)
+    start = factory.LazyFunction(lambda: dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.UTC))
+    end = factory.LazyAttribute(lambda a: a.start + dt.timedelta(minutes=30))
