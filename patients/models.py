@@ -131,16 +131,24 @@ class Patient(models.Model):
         return self.display_name
 
     def save(self, *args, **kwargs):
-        self.search_name = fold(f"{self.first_name} {self.preferred_name} {self.last_name}")
-        self.search_phones = " ".join(
-            filter(None, (phone_search_digits(p) for p in (self.mobile_phone, self.home_phone)))
-        )
+        self.refresh_search_fields()
         if kwargs.get("update_fields") is not None:
             kwargs["update_fields"] = {*kwargs["update_fields"], "search_name", "search_phones"}
         super().save(*args, **kwargs)
 
     def get_absolute_url(self) -> str:
         return reverse("patients:detail", args=[self.pk])
+
+    def refresh_search_fields(self) -> None:
+        """Recompute the folded copies the search box reads.
+
+        save() calls this; bulk writers (imports, seed_demo) call it themselves
+        because bulk_create never runs save().
+        """
+        self.search_name = fold(f"{self.first_name} {self.preferred_name} {self.last_name}")
+        self.search_phones = " ".join(
+            filter(None, (phone_search_digits(p) for p in (self.mobile_phone, self.home_phone)))
+        )
 
     def get_additional_data(self) -> dict:
         # Lets the patient timeline find every audit entry about this person.
