@@ -9,9 +9,33 @@ _PHONEISH = re.compile(r"^[\d\s().+\-/]+$")
 _DATE_FORMATS = ("%Y-%m-%d", "%m/%d/%Y", "%m/%d/%y", "%m-%d-%Y", "%d.%m.%Y", "%b %d %Y", "%d %b %Y")
 
 
+# Letters that Unicode does not decompose into a base letter plus an accent, and
+# typographic apostrophes, mapped to what people type on a US keyboard.
+_NO_DECOMPOSITION = str.maketrans(
+    {
+        "đ": "d",
+        "Đ": "D",
+        "ł": "l",
+        "Ł": "L",
+        "ø": "o",
+        "Ø": "O",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "ı": "i",
+        "þ": "th",
+        "ð": "d",
+        "’": "'",
+        "‘": "'",
+        "ʼ": "'",
+    }
+)
+
+
 def fold(text: str) -> str:
-    """Lower-case, accent-free, single-spaced: "  José  O'Núñez" → "jose o'nunez"."""
-    decomposed = unicodedata.normalize("NFKD", text)
+    """Lower-case, accent-free, single-spaced: "  José  O’Núñez" → "jose o'nunez"."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_NO_DECOMPOSITION))
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(stripped.casefold().split())
 

@@ -1,10 +1,14 @@
 """Every read the patient pages need, already narrowed to what the user may see."""
 
+import contextlib
+import copy
 import datetime as dt
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from auditlog.models import LogEntry
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
@@ -75,10 +79,16 @@ def patient_detail_context(*, patient: Patient, user) -> dict[str, Any]:
             .exclude(pk=patient.pk)
             .order_by("date_of_birth")
         )
+    # The household's reminder contact may be filed at a location the user cannot
+    # see; then the page must not name them any more than it lists them.
+    contact = patient.household.primary_contact if patient.household else None
+    visible = contact is not None and (contact.pk == patient.pk or contact in household_members)
+    household_contact = contact if visible else None
     return {
         "consents": consents,
         "consent_channels": Channel.choices,
         "household_members": household_members,
+        "household_contact": household_contact,
         "shared_with": list(patient.shared_with.all()),
         "external_ids": list(patient.external_ids.all()),
         "upcoming": list(
@@ -98,6 +108,71 @@ class TimelineItem:
     kind: str  # "appointment" or "change"
     appointment: Appointment | None = None
     entry: LogEntry | None = None
+    # For a change: field label → [old, new], as people read them.
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+def _model_field(entry: LogEntry, name: str):
+    model = entry.content_type.model_class()
+    try:
+        return model._meta.get_field(name) if model else None
+    except FieldDoesNotExist:
+        return None
+
+
+def _changes_for_display(entries: list[LogEntry]) -> dict[int, dict[str, Any]]:
+    """What each update changed, as auditlog displays it, by entry id.
+
+    auditlog's `changes_display_dict` fetches the object behind every changed
+    foreign key with a query of its own, so a page of consent changes (recorded_by)
+    or household moves would cost a query per row. Here foreign keys are named with
+    one query per related model, many-to-many changes ("shared with") are spelled
+    out, and auditlog formats the rest. Values are [before, after], or [sentence].
+    """
+    updates = [e for e in entries if e.action == LogEntry.Action.UPDATE]
+    foreign_keys: dict[int, dict[str, Any]] = {}
+    wanted: dict[Any, set[Any]] = defaultdict(set)
+    for entry in updates:
+        model = entry.content_type.model_class()
+        fks = foreign_keys[entry.pk] = {}
+        for name, values in entry.changes_dict.items():
+            if isinstance(values, dict):  # an m2m change: handled below
+                continue
+            try:
+                model_field = model._meta.get_field(name) if model else None
+            except FieldDoesNotExist:
+                continue
+            if model_field is None or not (model_field.many_to_one or model_field.one_to_one):
+                continue
+            related = model_field.related_model
+            fks[name] = (str(model_field.verbose_name), related)
+            for value in values:
+                with contextlib.suppress(ValidationError):  # "None", or a legacy value
+                    wanted[related].add(related._meta.pk.to_python(value))
+    names = {
+        related: {str(obj.pk): str(obj) for obj in related._default_manager.filter(pk__in=pks)}
+        for related, pks in wanted.items()
+    }
+    displays = {}
+    for entry in updates:
+        fks = foreign_keys[entry.pk]
+        rest = copy.copy(entry)
+        m2m = {k: v for k, v in entry.changes_dict.items() if isinstance(v, dict)}
+        rest.changes = {
+            k: v for k, v in entry.changes_dict.items() if k not in fks and k not in m2m
+        }
+        display = rest.changes_display_dict
+        for name, change in m2m.items():
+            verb = "added" if change.get("operation") == "add" else "removed"
+            label = str(getattr(_model_field(entry, name), "verbose_name", name))
+            display[label] = [f"{verb} {', '.join(change.get('objects', []))}"]
+        for name, (label, related) in fks.items():
+            display[label] = [
+                names.get(related, {}).get(str(value), str(value))
+                for value in entry.changes_dict[name]
+            ]
+        displays[entry.pk] = display
+    return displays
 
 
 def patient_timeline(
@@ -105,8 +180,9 @@ def patient_timeline(
 ) -> tuple[list[TimelineItem], dt.datetime | None]:
     """Appointments and recorded changes, newest first, `limit` at a time.
 
-    Two queries per page: the newest `limit` appointments and the newest `limit`
-    audit entries before the cursor, merged. Returns the items and the cursor for
+    A fixed number of queries per page: the newest `limit` appointments and the
+    newest `limit` audit entries before the cursor, merged, plus one per kind of
+    object their changes point to. Returns the items and the cursor for
     the next page (None on the last page).
     """
     appointments = patient.appointments.select_related(
@@ -124,11 +200,21 @@ def patient_timeline(
         appointments = appointments.filter(start__lt=before)
         entries = entries.filter(timestamp__lt=before)
     items = [TimelineItem(a.start, "appointment", appointment=a) for a in appointments[: limit + 1]]
-    items += [TimelineItem(e.timestamp, "change", entry=e) for e in entries[: limit + 1]]
+    changes = list(entries[: limit + 1])
+    displays = _changes_for_display(changes)
+    items += [
+        TimelineItem(e.timestamp, "change", entry=e, changes=displays.get(e.pk, {}))
+        for e in changes
+    ]
     items.sort(key=lambda item: item.when, reverse=True)
-    page = items[:limit]
-    next_cursor = page[-1].when if len(items) > limit else None
-    return page, next_cursor
+    if len(items) <= limit:
+        return items, None
+    # The next page starts strictly before the cursor, so items sharing the cursor's
+    # time (a cancelled visit and its rebooking at the same slot) must not be split
+    # across the break: they move to the next page together.
+    boundary = items[limit].when
+    page = [item for item in items[:limit] if item.when > boundary] or items[:limit]
+    return page, page[-1].when
 
 
 def appointment_get(*, user, pk: int, perm: str = VIEW_PATIENTS) -> Appointment:

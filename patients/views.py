@@ -12,7 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_safe
 from django_htmx.middleware import HtmxDetails
 
 from locations.access import CHANGE_APPOINTMENTS, CHANGE_PATIENTS, locations_for
@@ -24,6 +24,12 @@ from practicecrm.audit import log_access
 
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
+
+
+def _booking_context(user) -> dict:
+    """Where the user may record or edit appointments, for buttons and "Edit" links."""
+    ids = set(locations_for(user, CHANGE_APPOINTMENTS).values_list("pk", flat=True))
+    return {"can_book": bool(ids), "bookable_location_ids": ids}
 
 
 def _save_preferences(patient: Patient, form: PreferencesForm, by) -> None:
@@ -45,6 +51,7 @@ def _save_preferences(patient: Patient, form: PreferencesForm, by) -> None:
         )
 
 
+@require_safe
 @never_cache
 @login_required
 def patient_list(request: HtmxHttpRequest) -> HttpResponse:
@@ -71,6 +78,7 @@ def patient_list(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
+@require_safe
 @never_cache
 @login_required
 def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
@@ -83,12 +91,13 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "timeline": timeline,
         "next_cursor": next_cursor,
         "can_edit": can_edit,
-        "can_book": locations_for(request.user, CHANGE_APPOINTMENTS).exists(),
+        **_booking_context(request.user),
         **selectors.patient_detail_context(patient=patient, user=request.user),
     }
     return render(request, "patients/patient_detail.html", context)
 
 
+@require_safe
 @never_cache
 @login_required
 def patient_timeline(request: HttpRequest, pk: int) -> HttpResponse:
@@ -104,7 +113,7 @@ def patient_timeline(request: HttpRequest, pk: int) -> HttpResponse:
             "patient": patient,
             "timeline": timeline,
             "next_cursor": next_cursor,
-            "can_book": locations_for(request.user, CHANGE_APPOINTMENTS).exists(),
+            **_booking_context(request.user),
         },
     )
 

@@ -69,17 +69,25 @@ def get_system_user():
 
 
 @contextmanager
-def system_actor() -> Iterator[None]:
-    """Record writes inside the block as done by the system account, unless an actor is set."""
+def system_actor(*, replace: bool = False) -> Iterator[None]:
+    """Record writes inside the block as done by the system account.
+
+    An actor already set (a request's user) is kept unless `replace` is true.
+    """
+    current = auditlog_value.get({})
+    # auditlog's set_actor() leaves its value in the context variable when its
+    # block ends, but no longer attaches it to entries. Restoring the variable on
+    # the way out keeps that stale actor from passing for a live one in the next
+    # task of the same worker, whose writes would then be recorded with no actor.
+    token = auditlog_value.set({} if replace else current)
     try:
-        current = auditlog_value.get()
-    except LookupError:
-        current = None
-    if current and current.get("actor") is not None:
-        yield
-        return
-    with set_actor(get_system_user()):
-        yield
+        if not replace and current.get("actor") is not None:
+            yield
+        else:
+            with set_actor(get_system_user()):
+                yield
+    finally:
+        auditlog_value.reset(token)
 
 
 def _current_context() -> dict[str, Any]:
@@ -91,6 +99,12 @@ def _current_context() -> dict[str, Any]:
     if actor is not None and not getattr(actor, "is_authenticated", False):
         actor = None
     return {"actor": actor, "remote_addr": value.get("remote_addr")}
+
+
+def _json_changes() -> bool:
+    # The form auditlog's own signals store values in ("None" or None, "5" or 5),
+    # so bulk entries read exactly like the single-save entries around them.
+    return getattr(settings, "AUDITLOG_STORE_JSON_CHANGES", False)
 
 
 def _entry(instance: models.Model, action: int, changes: dict | None) -> LogEntry:
@@ -122,7 +136,7 @@ def bulk_create_audited(model: type[M], objs: Sequence[M], *, batch_size: int = 
             _entry(
                 obj,
                 LogEntry.Action.CREATE,
-                model_instance_diff(None, obj, use_json_for_changes=True),
+                model_instance_diff(None, obj, use_json_for_changes=_json_changes()),
             )
             for obj in created
         ]
@@ -141,7 +155,7 @@ def update_audited(queryset: models.QuerySet[M], **values: Any) -> int:
         new = model(**{f.attname: getattr(old, f.attname) for f in model._meta.concrete_fields})
         for name, value in values.items():
             setattr(new, name, value)
-        diff = model_instance_diff(old, new, use_json_for_changes=True)
+        diff = model_instance_diff(old, new, use_json_for_changes=_json_changes())
         if diff:
             changed_pks.append(old.pk)
             entries.append(_entry(new, LogEntry.Action.UPDATE, diff))

@@ -17,7 +17,9 @@ class SystemActorTask(Task):
     def __call__(self, *args, **kwargs):
         from practicecrm.audit import system_actor
 
-        with system_actor():
+        # replace=True: an actor left behind by earlier code in this process (a
+        # request served in the same thread, an eager call) is not the task's.
+        with system_actor(replace=True):
             return super().__call__(*args, **kwargs)
 
 

@@ -1,7 +1,9 @@
-"""Session lifetime rules: an idle timeout and an absolute maximum age."""
+"""Session lifetime rules, and the client address the audit trail records."""
 
 import time
 
+from auditlog.middleware import AuditlogMiddleware
+from axes.helpers import get_client_ip_address
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
@@ -42,3 +44,19 @@ class SessionTimeoutMiddleware:
             request.session[_STARTED] = started
             request.session[_LAST_SEEN] = now
         return self.get_response(request)
+
+
+class AuditMiddleware(AuditlogMiddleware):
+    """auditlog's middleware, with the client address taken as django-axes takes it.
+
+    auditlog believes any X-Forwarded-For header, so a client talking to us
+    directly could write whatever address it liked into the audit trail. Axes
+    takes REMOTE_ADDR (or, with django-ipware installed, what its AXES_IPWARE_*
+    proxy settings allow), and the trail and the lockout then agree on who it was.
+    """
+
+    @staticmethod
+    def _get_remote_addr(request):
+        if settings.AUDITLOG_DISABLE_REMOTE_ADDR:
+            return None
+        return get_client_ip_address(request)

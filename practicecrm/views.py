@@ -5,10 +5,12 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
 
 from locations.access import locations_for
 
 
+@require_safe
 @never_cache
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
@@ -18,6 +20,7 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "no_access.html")
 
 
+@require_safe
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness for load balancers: the database answers and the broker accepts a connection.

@@ -1,12 +1,23 @@
 """factory_boy factories shared by every test module."""
 
 import datetime as dt
+import re
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from locations.models import Location, LocationGrant, Role
-from patients.models import Appointment, AppointmentType, Household, Patient, Provider
+from patients.models import (
+    Appointment,
+    AppointmentType,
+    Channel,
+    ChannelConsent,
+    Household,
+    Patient,
+    Provider,
+)
+from patients.search import fold
 
 PASSWORD = "correct horse battery staple"
 
@@ -72,7 +83,9 @@ class PatientFactory(factory.django.DjangoModelFactory):
     last_name = factory.Faker("last_name")
     date_of_birth = factory.Faker("date_of_birth", minimum_age=1, maximum_age=95)
     mobile_phone = factory.Sequence(lambda n: f"+1512555{n % 10000:04d}")
-    email = factory.LazyAttribute(lambda p: f"{p.first_name}.{p.last_name}@example.test".lower())
+    email = factory.LazyAttribute(
+        lambda p: re.sub(r"[^a-z0-9.]", "", fold(f"{p.first_name}.{p.last_name}")) + "@example.test"
+    )
     home_location = factory.SubFactory(LocationFactory)
 
 
@@ -108,3 +121,14 @@ class AppointmentFactory(factory.django.DjangoModelFactory):
     appointment_type = factory.SubFactory(AppointmentTypeFactory)
     start = factory.LazyFunction(lambda: dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.UTC))
     end = factory.LazyAttribute(lambda a: a.start + dt.timedelta(minutes=30))
+
+
+class ChannelConsentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ChannelConsent
+
+    patient = factory.SubFactory(PatientFactory)
+    channel = Channel.SMS
+    status = ChannelConsent.Status.GRANTED
+    method = ChannelConsent.Method.VERBAL
+    recorded_at = factory.LazyFunction(timezone.now)

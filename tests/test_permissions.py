@@ -1,0 +1,508 @@
+"""The permission matrix: every URL × every role × own and other location.
+
+The tables below are the specification; the tests only read them. A cell is the
+expected response: a status code, `302>where` for a redirect (see REDIRECTS:
+login, the admin's login, home, the patient list), or `own/other` where the view
+takes an object (a patient or an appointment) and the answer depends on whether
+it belongs to the user's location. Every staff user holds their role at North;
+"other" objects belong to South. The admin is also a Django superuser (the admin
+site needs it), which must widen nothing: see the tests below the matrix.
+
+A new URL pattern without a row here fails `test_it_covers_every_named_url`.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from auditlog.models import LogEntry
+from django.contrib.auth.models import Permission
+from django.db import transaction
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from locations.models import Location, Role
+from patients.models import Appointment, AppointmentType, Patient, Provider
+from tests.factories import (
+    AppointmentFactory,
+    AppointmentTypeFactory,
+    GrantFactory,
+    LocationFactory,
+    PatientFactory,
+    ProviderFactory,
+    UserFactory,
+    staff,
+)
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ("anonymous", "no_grant", "front_desk", "care_staff", "manager", "admin")
+
+GET_MATRIX = """
+view                        anonymous   no_grant    front_desk  care_staff  manager     admin
+home                        302>login   200         302>list    302>list    302>list    302>list
+healthz                     200         200         200         200         200         200
+login                       200         302>home    302>home    302>home    302>home    302>home
+logout                      405         405         405         405         405         405
+admin:index                 302>alogin  302>alogin  302>alogin  302>alogin  302>alogin  200
+patients:list               302>login   200         200         200         200         200
+patients:create             302>login   404         200         404         200         200
+patients:detail             302>login   404         200/404     200/404     200/404     200/404
+patients:timeline           302>login   404         200/404     200/404     200/404     200/404
+patients:edit               302>login   404         200/404     404         200/404     200/404
+patients:preferences        302>login   404         200/404     404         200/404     200/404
+patients:household          302>login   404         200/404     404         200/404     200/404
+patients:appointment_create 302>login   404         200/404     404         200/404     200/404
+patients:appointment_edit   302>login   404         200/404     404         200/404     200/404
+"""
+
+# A valid form for each state-changing view. "302" (no target) means the change was
+# saved; every other answer must leave the database exactly as it was. For
+# patients:create, "other" means filing the new patient at South: the form refuses
+# it (200, re-rendered with the error) and nothing is created.
+POST_MATRIX = """
+view                        anonymous   no_grant    front_desk  care_staff  manager     admin
+patients:create             302>login   404         302/200     404         302/200     302/200
+patients:edit               302>login   404         302/404     404         302/404     302/404
+patients:preferences        302>login   404         302/404     404         302/404     302/404
+patients:household          302>login   404         302/404     404         302/404     302/404
+patients:appointment_create 302>login   404         302/404     404         302/404     302/404
+patients:appointment_edit   302>login   404         302/404     404         302/404     302/404
+"""
+
+# Where a `302>name` cell redirects to.
+REDIRECTS = {
+    "login": "login",
+    "alogin": "admin:login",
+    "home": "home",
+    "list": "patients:list",
+}
+
+# Which object each URL's <pk> is; views not listed take no object.
+OBJECT_OF = {
+    "patients:detail": "patient",
+    "patients:timeline": "patient",
+    "patients:edit": "patient",
+    "patients:preferences": "patient",
+    "patients:household": "patient",
+    "patients:appointment_create": "patient",
+    "patients:appointment_edit": "appointment",
+}
+# Views that only read: they have no POST row.
+READ_ONLY = {"patients:list", "patients:detail", "patients:timeline"}
+
+
+def parse_matrix(text: str) -> dict[str, dict[str, str]]:
+    header, *rows = (line.split() for line in text.strip().splitlines())
+    assert tuple(header[1:]) == ROLES, "matrix columns must be the roles, in order"
+    return {row[0]: dict(zip(ROLES, row[1:], strict=True)) for row in rows}
+
+
+GET = parse_matrix(GET_MATRIX)
+POST = parse_matrix(POST_MATRIX)
+
+
+def matrix_cases(matrix: dict[str, dict[str, str]]):
+    for view, cells in matrix.items():
+        for role, cell in cells.items():
+            own, _, other = cell.partition("/")
+            if view in OBJECT_OF or other:
+                yield pytest.param(view, role, "own", own, id=f"{view}-{role}-own")
+                yield pytest.param(view, role, "other", other or own, id=f"{view}-{role}-other")
+            else:
+                yield pytest.param(view, role, None, own, id=f"{view}-{role}")
+
+
+@dataclass
+class World:
+    """Two locations with a patient and an appointment each; staff work at North."""
+
+    north: Location
+    south: Location
+    own_patient: Patient
+    other_patient: Patient
+    own_appointment: Appointment
+    other_appointment: Appointment
+    visit: AppointmentType
+    north_provider: Provider
+    south_provider: Provider
+    users: dict[str, Any]
+
+    def target(self, view: str, which: str | None):
+        kind = OBJECT_OF.get(view)
+        return getattr(self, f"{which}_{kind}") if kind and which else None
+
+    def login(self, client, role: str):
+        user = self.users[role]
+        if user is not None:
+            client.force_login(user)
+        return user
+
+    def url(self, view: str, which: str | None) -> str:
+        obj = self.target(view, which)
+        return reverse(view, args=[obj.pk]) if obj else reverse(view)
+
+
+def make_user(role: str, location: Location):
+    if role == "anonymous":
+        return None
+    if role == "no_grant":
+        return UserFactory(username="nogrant")
+    if role == "everything":
+        # Every role at North: the strongest user who still has no business at South.
+        user = UserFactory(username="everything")
+        for each in Role:
+            GrantFactory(user=user, location=location, role=each)
+        return user
+    if role == "admin":
+        # The practice's admin also runs the Django admin, as the demo accounts do.
+        return staff(Role.ADMIN, location, username="admin", is_staff=True, is_superuser=True)
+    roles = {
+        "front_desk": Role.FRONT_DESK,
+        "care_staff": Role.CARE_STAFF,
+        "manager": Role.PRACTICE_MANAGER,
+    }
+    return staff(roles[role], location, username=role)
+
+
+@pytest.fixture(scope="module")
+def world(django_db_setup, django_db_blocker):
+    """Built once for the module, like Django's setUpTestData: inside a transaction
+    that is rolled back at the end, while each test runs in its own savepoint."""
+    with django_db_blocker.unblock(), transaction.atomic():
+        north = LocationFactory(name="North Clinic", slug="north", time_zone="America/New_York")
+        south = LocationFactory(name="South Clinic", slug="south", time_zone="America/Los_Angeles")
+        visit = AppointmentTypeFactory(name="Hygiene", code="hygiene")
+        own_patient = PatientFactory(home_location=north, first_name="Zoë", last_name="Núñez")
+        other_patient = PatientFactory(home_location=south, first_name="Amara", last_name="Okafor")
+        yield World(
+            north=north,
+            south=south,
+            own_patient=own_patient,
+            other_patient=other_patient,
+            own_appointment=AppointmentFactory(patient=own_patient, appointment_type=visit),
+            other_appointment=AppointmentFactory(patient=other_patient, appointment_type=visit),
+            visit=visit,
+            north_provider=ProviderFactory(name="Dr North", locations=[north]),
+            south_provider=ProviderFactory(name="Dr South", locations=[south]),
+            users={role: make_user(role, north) for role in (*ROLES, "everything")},
+        )
+        transaction.set_rollback(True)
+
+
+def assert_cell(response, cell: str) -> None:
+    status, _, target = cell.partition(">")
+    assert response.status_code == int(status), response.content[:300]
+    if target:
+        assert response["Location"].split("?")[0] == reverse(REDIRECTS[target])
+
+
+# --- the valid POST body and the observable state of each state-changing view -------
+
+
+def patient_form_data(patient: Patient, **overrides) -> dict:
+    data = {
+        "first_name": patient.first_name,
+        "last_name": patient.last_name,
+        "preferred_name": patient.preferred_name,
+        "date_of_birth": patient.date_of_birth.isoformat(),
+        "status": patient.status,
+        "mobile_phone": patient.mobile_phone,
+        "home_phone": patient.home_phone,
+        "email": patient.email,
+        "address_line1": "",
+        "address_line2": "",
+        "city": "",
+        "region": "",
+        "postal_code": "",
+        "home_location": patient.home_location_id,
+    }
+    return {**data, **overrides}
+
+
+PREFERENCES = {
+    "preferred_channel": "email",
+    "language": "es",
+    "sms_consent": "",
+    "email_consent": "granted",
+    "call_consent": "",
+    "consent_method": "written",
+    "do_not_contact_reason": "",
+}
+
+
+def appointment_form_data(appointment: Appointment, **overrides) -> dict:
+    local = appointment.local_start
+    data = {
+        "location": appointment.location_id,
+        "appointment_type": appointment.appointment_type_id,
+        "provider": "",
+        "date": local.date().isoformat(),
+        "start_time": local.strftime("%H:%M"),
+        "end_time": appointment.local_end.strftime("%H:%M"),
+        "status": appointment.status,
+    }
+    return {**data, **overrides}
+
+
+def post_body(view: str, world: World, which: str | None) -> dict:
+    target = world.target(view, which)
+    if view in READ_ONLY:
+        return {}
+    if view == "patients:create":
+        home = world.north if which == "own" else world.south
+        return {
+            **patient_form_data(
+                world.own_patient,
+                first_name="Matrix",
+                last_name="Newcomer",
+                mobile_phone="(512) 867-5309",
+                home_location=home.pk,
+            ),
+            **PREFERENCES,
+        }
+    if view == "patients:edit":
+        return patient_form_data(target, first_name="Renamed")
+    if view == "patients:preferences":
+        return PREFERENCES
+    if view == "patients:household":
+        return {"create": "1"}
+    if view == "patients:appointment_create":
+        return {
+            "location": target.home_location_id,
+            "appointment_type": world.visit.pk,
+            "provider": "",
+            "date": "2026-05-04",
+            "start_time": "09:00",
+            "end_time": "09:30",
+            "status": "scheduled",
+        }
+    if view == "patients:appointment_edit":
+        return appointment_form_data(target, status="completed")
+    raise AssertionError(f"no POST body for {view}")
+
+
+def state(view: str, world: World, which: str | None):
+    """What a successful POST to `view` changes, read fresh from the database."""
+    target = world.target(view, which)
+    if view in READ_ONLY:
+        return None
+    if view == "patients:create":
+        return Patient.objects.filter(last_name="Newcomer").count()
+    if view == "patients:appointment_create":
+        return target.appointments.count()
+    target.refresh_from_db()
+    if view == "patients:edit":
+        return target.first_name
+    if view == "patients:preferences":
+        return (target.preferred_channel, target.language, list(target.consents.values()))
+    if view == "patients:household":
+        return target.household_id
+    if view == "patients:appointment_edit":
+        return target.status
+    raise AssertionError(f"no state for {view}")
+
+
+# --- the matrix -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("view", "role", "which", "cell"), matrix_cases(GET))
+def test_it_answers_get_as_the_matrix_says(client, world, view, role, which, cell):
+    world.login(client, role)
+    response = client.get(world.url(view, which))
+    assert_cell(response, cell)
+
+
+@pytest.mark.parametrize(("view", "role", "which", "cell"), matrix_cases(POST))
+def test_it_answers_post_as_the_matrix_says(client, world, view, role, which, cell):
+    world.login(client, role)
+    before = state(view, world, which)
+    response = client.post(world.url(view, which), post_body(view, world, which))
+    assert_cell(response, cell)
+    after = state(view, world, which)
+    if cell == "302":
+        assert after != before, "an allowed POST must save the change"
+    else:
+        assert after == before, "a refused POST must change nothing"
+
+
+def named_urls(patterns=None, namespace: str = ""):
+    for pattern in get_resolver().url_patterns if patterns is None else patterns:
+        if isinstance(pattern, URLResolver):
+            inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            yield from named_urls(pattern.url_patterns, inner)
+        elif isinstance(pattern, URLPattern) and pattern.name:
+            yield f"{namespace}{pattern.name}"
+
+
+def test_it_covers_every_named_url():
+    names = set(named_urls())
+    # The Django admin's own pages are guarded by its staff check as a whole; the
+    # matrix pins that check through admin:index.
+    app_names = {name for name in names if not name.startswith("admin:")}
+    assert "admin:index" in names
+    missing = app_names - set(GET)
+    assert not missing, f"add rows to GET_MATRIX for {sorted(missing)}"
+    assert set(GET) <= names, "GET_MATRIX names a URL that no longer exists"
+    patient_views = {name for name in app_names if name.startswith("patients:")}
+    assert patient_views - READ_ONLY == set(POST), "every state-changing view needs a POST row"
+
+
+# --- IDOR: another location's object, or none at all, is a plain 404 -----------------
+
+
+@pytest.mark.parametrize("view", sorted(OBJECT_OF))
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_it_answers_404_for_another_locations_object(client, world, view, method):
+    world.login(client, "everything")
+    body = post_body(view, world, "other") if method == "post" else None
+    before = state(view, world, "other") if method == "post" else None
+    response = getattr(client, method)(world.url(view, "other"), body)
+    # Read-only views refuse POST outright (405) before looking anything up.
+    assert response.status_code == (405 if method == "post" and view in READ_ONLY else 404)
+    assert "Okafor" not in response.content.decode()
+    if method == "post":
+        assert state(view, world, "other") == before
+
+
+@pytest.mark.parametrize("view", sorted(OBJECT_OF))
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_it_answers_404_for_an_object_that_does_not_exist(client, world, view, method):
+    world.login(client, "everything")
+    response = getattr(client, method)(reverse(view, args=[987654321]), {})
+    assert response.status_code == (405 if method == "post" and view in READ_ONLY else 404)
+
+
+@pytest.mark.parametrize("view", sorted(READ_ONLY))
+def test_it_refuses_post_on_read_only_views(client, world, view):
+    world.login(client, "everything")
+    url = reverse(view) if view == "patients:list" else world.url(view, "own")
+    entries = LogEntry.objects.count()
+    assert client.post(url, {}).status_code == 405
+    assert LogEntry.objects.count() == entries
+
+
+def test_it_lets_the_strongest_north_user_reach_every_north_object(client, world):
+    world.login(client, "everything")
+    for view in OBJECT_OF:
+        assert client.get(world.url(view, "own")).status_code == 200, view
+
+
+# --- what a grant does and does not cover --------------------------------------------
+
+
+def test_it_ignores_a_global_view_permission(client, world):
+    user = UserFactory(username="global")
+    user.user_permissions.add(Permission.objects.get(codename="view_patients"))
+    user.user_permissions.add(Permission.objects.get(codename="change_patients"))
+    client.force_login(user)
+    assert user.has_perm("locations.view_patients")  # Django itself would say yes
+    assert list(client.get(reverse("patients:list")).context["page"].object_list) == []
+    assert client.get(world.url("patients:detail", "own")).status_code == 404
+    assert client.get(world.url("patients:edit", "own")).status_code == 404
+    assert client.get(reverse("patients:create")).status_code == 404
+
+
+def test_it_shows_a_superuser_without_grants_no_patients(client, world):
+    user = UserFactory(username="root", is_superuser=True, is_staff=True)
+    client.force_login(user)
+    assert client.get(reverse("home")).status_code == 200  # the friendly empty page
+    assert list(client.get(reverse("patients:list")).context["page"].object_list) == []
+    assert client.get(world.url("patients:detail", "own")).status_code == 404
+    assert client.get(world.url("patients:appointment_edit", "own")).status_code == 404
+    assert client.get(reverse("admin:index")).status_code == 200
+
+
+def test_it_shows_a_patient_shared_with_the_users_location(client, world):
+    world.other_patient.shared_with.add(world.north)
+    world.login(client, "front_desk")
+    listed = client.get(reverse("patients:list")).context["page"].object_list
+    assert world.other_patient in listed
+    assert client.get(world.url("patients:detail", "other")).status_code == 200
+    assert client.get(world.url("patients:edit", "other")).status_code == 200
+
+
+def test_it_hides_a_patient_again_when_sharing_ends(client, world):
+    world.other_patient.shared_with.add(world.north)
+    world.other_patient.shared_with.remove(world.north)
+    world.login(client, "front_desk")
+    assert client.get(world.url("patients:detail", "other")).status_code == 404
+
+
+def test_it_needs_change_appointments_at_the_appointments_own_location(client, world):
+    # North's patient was seen at South. North front desk sees the visit on the
+    # patient's page but may not edit South's appointment book.
+    at_south = AppointmentFactory(
+        patient=world.own_patient, location=world.south, appointment_type=world.visit
+    )
+    world.login(client, "front_desk")
+    assert client.get(world.url("patients:detail", "own")).status_code == 200
+    url = reverse("patients:appointment_edit", args=[at_south.pk])
+    assert client.get(url).status_code == 404
+    response = client.post(url, appointment_form_data(at_south, status="completed"))
+    assert response.status_code == 404
+    at_south.refresh_from_db()
+    assert at_south.status == "scheduled"
+
+
+def test_it_lets_front_desk_at_the_appointments_location_edit_it(client, world):
+    # Care staff at North (sees the patient) and front desk at South (keeps South's book).
+    at_south = AppointmentFactory(
+        patient=world.own_patient, location=world.south, appointment_type=world.visit
+    )
+    user = staff(Role.CARE_STAFF, world.north, username="both")
+    GrantFactory(user=user, location=world.south, role=Role.FRONT_DESK)
+    client.force_login(user)
+    url = reverse("patients:appointment_edit", args=[at_south.pk])
+    response = client.post(url, appointment_form_data(at_south, status="completed"))
+    assert response.status_code == 302
+    assert response["Location"] == world.url("patients:detail", "own")
+    at_south.refresh_from_db()
+    assert at_south.status == "completed"
+    # …but not North's, where they are care staff only.
+    north_url = reverse("patients:appointment_edit", args=[world.own_appointment.pk])
+    assert client.get(north_url).status_code == 404
+
+
+def test_it_refuses_to_record_an_appointment_at_a_location_without_the_grant(client, world):
+    world.login(client, "front_desk")
+    body = post_body("patients:appointment_create", world, "own") | {"location": world.south.pk}
+    response = client.post(world.url("patients:appointment_create", "own"), body)
+    assert response.status_code == 200
+    assert "location" in response.context["form"].errors
+    assert world.own_patient.appointments.count() == 1
+
+
+def test_it_hides_patients_of_an_inactive_location(client, world):
+    Location.objects.filter(pk=world.north.pk).update(is_active=False)
+    world.login(client, "front_desk")
+    assert client.get(world.url("patients:detail", "own")).status_code == 404
+
+
+def test_it_refuses_an_inactive_user_even_with_a_grant(client, world):
+    user = staff(Role.FRONT_DESK, world.north, username="former", is_active=False)
+    client.force_login(user)
+    response = client.get(world.url("patients:detail", "own"))
+    assert response.status_code == 302
+
+
+# --- no grant at all -------------------------------------------------------------------
+
+
+def test_it_shows_a_friendly_page_to_a_user_without_grants(client, world):
+    world.login(client, "no_grant")
+    response = client.get(reverse("home"))
+    assert response.status_code == 200
+    assert "You don't have access to any location yet" in response.content.decode()
+    listing = client.get(reverse("patients:list"))
+    assert listing.status_code == 200
+    assert list(listing.context["page"].object_list) == []
+    assert "Núñez" not in listing.content.decode()
+
+
+def test_it_offers_add_and_edit_only_to_roles_that_may(client, world):
+    world.login(client, "care_staff")
+    listing = client.get(reverse("patients:list")).content.decode()
+    assert reverse("patients:create") not in listing
+    page = client.get(world.url("patients:detail", "own")).content.decode()
+    assert world.url("patients:edit", "own") not in page
+    assert world.url("patients:appointment_create", "own") not in page
