@@ -215,7 +215,12 @@ class AppointmentForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         _choices(self, "location").queryset = locations.order_by("name")
         _choices(self, "appointment_type").queryset = AppointmentType.objects.filter(is_active=True)
-        _choices(self, "provider").queryset = Provider.objects.filter(is_active=True)
+        _choices(self, "provider").queryset = Provider.objects.filter(
+            is_active=True,
+            pk__in=Provider.locations.through.objects.filter(
+                location__in=locations.values("pk")
+            ).values("provider_id"),
+        )
         if self.instance.pk:
             start, end = self.instance.local_start, self.instance.local_end
             self.initial.update(date=start.date(), start_time=start.time(), end_time=end.time())

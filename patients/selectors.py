@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from auditlog.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db.models import Q, QuerySet
 from django.http import Http404
@@ -193,6 +194,11 @@ def patient_timeline(
     entries = (
         LogEntry.objects.filter(additional_data__patient_id=patient.pk)
         .exclude(action=LogEntry.Action.ACCESS)
+        # An appointment's creation is the appointment row itself on the timeline.
+        .exclude(
+            action=LogEntry.Action.CREATE,
+            content_type=ContentType.objects.get_for_model(Appointment),
+        )
         .select_related("actor", "content_type")
         .order_by("-timestamp")
     )

@@ -48,3 +48,12 @@ def entry_subject(entry: LogEntry) -> str:
 @register.filter
 def get_item(mapping: dict, key: str):
     return mapping.get(key)
+
+
+_SYSTEMS = {"ehr_mrn": "EHR MRN", "scheduler": "Scheduler id", "spreadsheet": "Spreadsheet id"}
+
+
+@register.filter
+def system_label(system: str) -> str:
+    """ehr_mrn → "EHR MRN"; unknown source systems are shown as stored."""
+    return _SYSTEMS.get(system, system)

@@ -17,6 +17,7 @@ from tests.factories import (
     GrantFactory,
     PatientFactory,
     ProviderFactory,
+    staff,
 )
 
 pytestmark = pytest.mark.django_db
@@ -299,10 +300,18 @@ def test_it_refuses_an_appointment_that_does_not_end_after_it_starts(
     assert form.errors["end_time"] == ["The appointment must end after it starts."]
 
 
-def test_it_refuses_a_provider_who_does_not_work_at_the_location(front_desk, north_patient, south):
+def test_it_refuses_a_provider_who_does_not_work_at_the_location(north, north_patient, south):
+    both = staff(Role.FRONT_DESK, north, south, username="both")
     provider = ProviderFactory(name="Dr Away", title="", locations=[south])
-    form = appointment_form(front_desk, north_patient, provider=provider.pk)
+    form = appointment_form(both, north_patient, provider=provider.pk)
     assert form.errors["provider"] == ["Dr Away does not work at North Clinic."]
+
+
+def test_it_offers_only_providers_of_the_users_locations(front_desk, north_patient, north, south):
+    here = ProviderFactory(locations=[north])
+    ProviderFactory(locations=[south])
+    form = appointment_form(front_desk, north_patient)
+    assert list(form.fields["provider"].queryset) == [here]
 
 
 def test_it_accepts_a_provider_of_the_location(front_desk, north_patient, north):
