@@ -85,5 +85,22 @@ admin.site.unregister(User)
 
 @admin.register(User)
 class StaffAdmin(UserAdmin):
+    """Staff accounts. What a person may see comes only from their roles at
+    locations (the inline below); Django's groups and model permissions are left
+    out of the form because they grant nothing in the app (see locations.access)."""
+
     inlines = [UserGrantInline]
     list_display = ["username", "first_name", "last_name", "email", "is_active", "is_staff"]
+    fieldsets = [
+        (None, {"fields": ["username", "password"]}),
+        ("Personal info", {"fields": ["first_name", "last_name", "email"]}),
+        (
+            "Account",
+            {
+                "fields": ["is_active", "is_staff", "is_superuser", "last_login", "date_joined"],
+                "description": "Staff status and superuser open this admin site only; "
+                "patients are reached through roles at locations.",
+            },
+        ),
+    ]
+    readonly_fields = ["last_login", "date_joined"]
