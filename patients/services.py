@@ -86,9 +86,20 @@ def household_create(*, patient: Patient) -> Household:
 
 @transaction.atomic
 def appointment_save(*, appointment: Appointment, by) -> Appointment:
-    """Create or update an appointment entered by staff."""
+    """Create or update an appointment entered by staff, and follow its follow-ups.
+
+    (followups depends on patients, so its service is imported here, at call time.)
+    """
+    from followups.services import appointment_changed
+
+    previous_status = (
+        Appointment.objects.filter(pk=appointment.pk).values_list("status", flat=True).first()
+        if appointment.pk
+        else None
+    )
     if not appointment.pk:
         appointment.source = Appointment.Source.MANUAL
     appointment.full_clean()
     appointment.save()
+    appointment_changed(appointment=appointment, previous_status=previous_status)
     return appointment

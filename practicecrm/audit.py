@@ -30,6 +30,7 @@ def register_models() -> None:
     """Register every model whose changes must be in the trail (called from AppConfig)."""
     from guardian.models import UserObjectPermission
 
+    from followups.models import CadenceRule, ContactAttempt, Discharge, Followup, FollowupType
     from locations.models import Location, LocationGrant
     from patients.models import (
         Appointment,
@@ -57,6 +58,11 @@ def register_models() -> None:
     auditlog.register(AppointmentType)
     auditlog.register(Provider, m2m_fields={"locations"})
     auditlog.register(Appointment, exclude_fields=["updated_at"])
+    auditlog.register(FollowupType)
+    auditlog.register(CadenceRule, m2m_fields={"trigger_types", "satisfying_types", "locations"})
+    auditlog.register(Discharge)
+    auditlog.register(Followup, exclude_fields=["updated_at"])
+    auditlog.register(ContactAttempt)
 
 
 def get_system_user():

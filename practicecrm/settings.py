@@ -220,6 +220,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "practicecrm.tasks.clear_expired_sessions",
         "schedule": 60 * 60,
     },
+    "lapse-followups": {
+        "task": "followups.tasks.lapse_followups",
+        "schedule": 60 * 60,
+    },
 }
 
 # --- Email ----------------------------------------------------------------------------
@@ -248,3 +252,12 @@ LOGGING = {
 }
 
 PAGE_SIZE = 25
+
+# --- Follow-ups ------------------------------------------------------------------------
+# Buckets: upcoming = due within FOLLOWUP_UPCOMING_DAYS; due = due date reached within
+# FOLLOWUP_DUE_WINDOW_DAYS; overdue = longer past due; lapsed = past "lapsed after".
+FOLLOWUP_UPCOMING_DAYS = env.int("FOLLOWUP_UPCOMING_DAYS", default=14)
+FOLLOWUP_DUE_WINDOW_DAYS = env.int("FOLLOWUP_DUE_WINDOW_DAYS", default=30)
+# For follow-ups added by hand whose type no rule creates.
+FOLLOWUP_DEFAULT_LAPSE_DAYS = 180
+FOLLOWUP_DEFAULT_MAX_ATTEMPTS = 3

@@ -1,0 +1,197 @@
+"""Reads for follow-up pages, narrowed to what the user may see (via patients.selectors)."""
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Now
+from django.http import Http404
+
+from followups.models import ACTIVE_STATUSES, CadenceRule, ContactAttempt, Followup
+from locations.access import CHANGE_PATIENTS, VIEW_PATIENTS, locations_for
+from locations.models import Location
+from patients.models import Appointment, ChannelConsent, Patient
+from patients.selectors import patients_visible_to
+
+BUCKETS = ("overdue", "due", "upcoming", "lapsed")
+BUCKET_LABELS = {
+    "overdue": "Overdue",
+    "due": "Due",
+    "upcoming": "Upcoming",
+    "lapsed": "Lapsed",
+    "later": "Later",
+    "scheduled": "Scheduled",
+}
+WORKLIST_STATUSES = (Followup.Status.OPEN, Followup.Status.CONTACTED, Followup.Status.LAPSED)
+
+
+def bucket_expression(today: dt.date) -> Case:
+    """The bucket of a follow-up on `today`, in SQL so lists can filter and count by it."""
+    window = dt.timedelta(days=settings.FOLLOWUP_DUE_WINDOW_DAYS)
+    upcoming = dt.timedelta(days=settings.FOLLOWUP_UPCOMING_DAYS)
+    return Case(
+        When(status=Followup.Status.SCHEDULED, then=Value("scheduled")),
+        When(Q(status=Followup.Status.LAPSED) | Q(lapses_on__lte=today), then=Value("lapsed")),
+        When(due_date__lt=today - window, then=Value("overdue")),
+        When(due_date__lte=today, then=Value("due")),
+        When(due_date__lte=today + upcoming, then=Value("upcoming")),
+        default=Value("later"),
+    )
+
+
+_BUCKET_RANK = Case(
+    When(bucket="overdue", then=Value(0)),
+    When(bucket="due", then=Value(1)),
+    When(bucket="upcoming", then=Value(2)),
+    When(bucket="lapsed", then=Value(3)),
+    default=Value(4),
+    output_field=IntegerField(),
+)
+
+
+def _satisfying_booking_exists() -> Exists:
+    """A booked future visit of a type that satisfies the follow-up's rule."""
+    return Exists(
+        Appointment.objects.filter(
+            patient_id=OuterRef("patient_id"),
+            status__in=[Appointment.Status.SCHEDULED, Appointment.Status.CONFIRMED],
+            start__gt=Now(),
+            appointment_type__in=CadenceRule.satisfying_types.through.objects.filter(
+                cadencerule_id=OuterRef(OuterRef("rule_id"))
+            ).values("appointmenttype_id"),
+        )
+    )
+
+
+def followups_visible_to(user, perm: str = VIEW_PATIENTS) -> QuerySet[Followup]:
+    """Follow-ups of patients the user may see (with `perm`)."""
+    return Followup.objects.filter(patient__in=patients_visible_to(user, perm).values("pk"))
+
+
+def followup_get(*, user, pk: int, perm: str = CHANGE_PATIENTS) -> Followup:
+    """A follow-up the user may act on, else 404 (another location's is not found)."""
+    followup = (
+        followups_visible_to(user, perm)
+        .select_related("patient", "followup_type", "rule", "location")
+        .filter(pk=pk)
+        .first()
+    )
+    if followup is None:
+        raise Http404("No such follow-up.")
+    return followup
+
+
+def _with_row_data(qs: QuerySet[Followup]) -> QuerySet[Followup]:
+    """What a worklist row shows, in a fixed number of queries per page."""
+    latest = ContactAttempt.objects.filter(followup=OuterRef("pk")).order_by("-attempted_at", "-id")
+    return (
+        qs.select_related(
+            "patient", "followup_type", "location", "assigned_to", "source_appointment__provider"
+        )
+        .annotate(
+            last_attempt_at=Subquery(latest.values("attempted_at")[:1]),
+            last_attempt_outcome=Subquery(latest.values("outcome")[:1]),
+            last_attempt_channel=Subquery(latest.values("channel")[:1]),
+            attempt_count=Subquery(
+                ContactAttempt.objects.filter(followup=OuterRef("pk"))
+                .values("followup")
+                .annotate(n=Count("pk"))
+                .values("n")[:1]
+            ),
+        )
+        .prefetch_related(Prefetch("patient__consents", queryset=ChannelConsent.objects.all()))
+    )
+
+
+@dataclass(frozen=True)
+class WorklistFilters:
+    location: Location | None = None
+    bucket: str = ""  # "" = due and overdue: who to contact today
+    followup_type_id: int | None = None
+    provider_id: int | None = None
+    assigned_to_id: int | None = None
+
+
+def worklist(*, user, filters: WorklistFilters, today: dt.date) -> QuerySet[Followup]:
+    """Who to contact: reachable patients' follow-ups at the user's locations, by priority."""
+    qs = _worklist_base(user=user, filters=filters, today=today)
+    if filters.bucket in BUCKETS:
+        qs = qs.filter(bucket=filters.bucket)  # type: ignore[misc]  # annotated in _worklist_base
+    else:
+        qs = qs.filter(bucket__in=["overdue", "due"])  # type: ignore[misc]
+    return _with_row_data(qs).order_by(_BUCKET_RANK, "due_date", "-followup_type__value", "id")
+
+
+def worklist_counts(*, user, filters: WorklistFilters, today: dt.date) -> dict[str, int]:
+    """How many follow-ups each bucket holds under the same filters (one query)."""
+    qs = _worklist_base(user=user, filters=filters, today=today)
+    counts = qs.aggregate(**{b: Count("pk", filter=Q(bucket=b)) for b in BUCKETS})
+    return {b: counts[b] or 0 for b in BUCKETS}
+
+
+def _worklist_base(*, user, filters: WorklistFilters, today: dt.date) -> QuerySet[Followup]:
+    locations = locations_for(user, VIEW_PATIENTS)
+    if filters.location is not None:
+        locations = locations.filter(pk=filters.location.pk)
+    qs = (
+        followups_visible_to(user)
+        .filter(location__in=locations.values("pk"), status__in=WORKLIST_STATUSES)
+        # Snoozed follow-ups wait; unreachable patients drop out (their page says why).
+        .exclude(snoozed_until__gt=today)
+        .filter(patient__status=Patient.Status.ACTIVE, patient__do_not_contact=False)
+        .exclude(patient__preferred_channel=Patient.PreferredChannel.NONE)
+        .exclude(_satisfying_booking_exists())
+        .annotate(bucket=bucket_expression(today))
+    )
+    if filters.followup_type_id:
+        qs = qs.filter(followup_type_id=filters.followup_type_id)
+    if filters.provider_id:
+        qs = qs.filter(source_appointment__provider_id=filters.provider_id)
+    if filters.assigned_to_id:
+        qs = qs.filter(assigned_to_id=filters.assigned_to_id)
+    return qs
+
+
+def worklist_row(*, user, pk: int, today: dt.date) -> Followup:
+    """One row, re-read after an action, with the same data the list shows."""
+    followup = (
+        _with_row_data(followups_visible_to(user).annotate(bucket=bucket_expression(today)))
+        .filter(pk=pk)
+        .first()
+    )
+    if followup is None:
+        raise Http404("No such follow-up.")
+    return followup
+
+
+def patient_followups(*, patient: Patient, today: dt.date) -> list[Followup]:
+    """The patient's active follow-ups, then the last closed ones, with attempts."""
+    return list(
+        Followup.objects.filter(patient=patient)
+        .annotate(
+            bucket=bucket_expression(today),
+            active_first=Case(
+                When(status__in=ACTIVE_STATUSES, then=Value(0)),
+                default=Value(1),
+                output_field=IntegerField(),
+            ),
+        )
+        .select_related("followup_type", "location", "scheduled_appointment__appointment_type")
+        .prefetch_related(
+            Prefetch("attempts", queryset=ContactAttempt.objects.select_related("staff"))
+        )
+        .order_by("active_first", "-due_date")[:10]
+    )
