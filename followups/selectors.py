@@ -21,7 +21,13 @@ from django.db.models.functions import Now
 from django.http import Http404
 
 from followups.models import ACTIVE_STATUSES, CadenceRule, ContactAttempt, Followup
-from locations.access import CHANGE_PATIENTS, VIEW_PATIENTS, locations_for
+from locations.access import (
+    CHANGE_PATIENTS,
+    MANAGE_LOCATION,
+    VIEW_PATIENTS,
+    VIEW_REPORTS,
+    locations_for,
+)
 from locations.models import Location
 from patients.models import Appointment, ChannelConsent, Patient
 from patients.selectors import patients_visible_to
@@ -195,3 +201,82 @@ def patient_followups(*, patient: Patient, today: dt.date) -> list[Followup]:
         )
         .order_by("active_first", "-due_date")[:10]
     )
+
+
+# --- Cadence rules ------------------------------------------------------------------
+
+
+def _rule_locations(user, perm: str) -> QuerySet[Location]:
+    """Where the user holds `perm` for rules; managing a location also lets one read them."""
+    if perm == MANAGE_LOCATION:
+        return locations_for(user, MANAGE_LOCATION)
+    return Location.objects.filter(
+        Q(pk__in=locations_for(user, perm).values("pk"))
+        | Q(pk__in=locations_for(user, MANAGE_LOCATION).values("pk"))
+    )
+
+
+def rules_visible_to(user, perm: str = VIEW_REPORTS) -> QuerySet[CadenceRule]:
+    """Cadence rules the user may read (VIEW_REPORTS) or change (MANAGE_LOCATION).
+
+    Reading: the rule applies at one of the user's locations (an all-locations rule
+    applies at each). Changing: the user manages every location the rule applies
+    to — every active location for an all-locations rule — so nobody changes the
+    recall cadence of a location they do not run. Closed (inactive) locations of a
+    rule count for neither: nobody holds a grant there any more.
+    """
+    mine = _rule_locations(user, perm).values("pk")
+    applies_at_mine = CadenceRule.locations.through.objects.filter(
+        location_id__in=mine, location__is_active=True
+    ).values("cadencerule_id")
+    rules = CadenceRule.objects.filter(
+        (Q(all_locations=True) & Exists(Location.objects.filter(pk__in=mine)))
+        | Q(pk__in=applies_at_mine)
+    )
+    if perm == MANAGE_LOCATION:
+        unmanaged = Location.objects.filter(is_active=True).exclude(pk__in=mine)
+        unmanaged_here = CadenceRule.locations.through.objects.filter(
+            cadencerule_id=OuterRef("pk"), location__is_active=True
+        ).exclude(location_id__in=mine)
+        rules = rules.filter(
+            (Q(all_locations=True) & ~Exists(unmanaged))
+            | (Q(all_locations=False) & ~Exists(unmanaged_here))
+        )
+    return rules
+
+
+def can_read_rules(*, user) -> bool:
+    """Whether the cadence rules pages are open to the user (one query)."""
+    return _rule_locations(user, VIEW_REPORTS).exists()
+
+
+def rule_list(*, user) -> QuerySet[CadenceRule]:
+    """The rules page: what the user may read, each marked editable or not (fixed queries)."""
+    editable = rules_visible_to(user, MANAGE_LOCATION).filter(pk=OuterRef("pk"))
+    return (
+        rules_visible_to(user, VIEW_REPORTS)
+        .select_related("followup_type")
+        .prefetch_related("trigger_types", "satisfying_types", "locations")
+        .annotate(editable=Exists(editable))
+        .order_by("-is_active", "name")
+    )
+
+
+def rule_get(*, user, pk: int, perm: str = MANAGE_LOCATION) -> CadenceRule:
+    """A rule the user may change (or read, with VIEW_REPORTS), else 404."""
+    rule = rules_visible_to(user, perm).filter(pk=pk).first()
+    if rule is None:
+        raise Http404("No such cadence rule.")
+    return rule
+
+
+def rule_location_choices(*, user) -> tuple[QuerySet[Location], bool]:
+    """Where the user may scope a rule, and whether "all locations" is theirs to choose."""
+    managed = locations_for(user, MANAGE_LOCATION)
+    everywhere = (
+        managed.exists()
+        and not Location.objects.filter(is_active=True)
+        .exclude(pk__in=managed.values("pk"))
+        .exists()
+    )
+    return managed.order_by("name"), everywhere

@@ -2,15 +2,17 @@
 
 Appointment changes reach this module through `appointment_changed`, which every
 writer of appointments calls (patients.services for staff edits; imports and the
-API later). All writes are single-row saves, so django-auditlog records them.
+API later). Writes are single-row saves, which django-auditlog records, except the
+bulk ones (lapse, backfill), which go through practicecrm.audit's audited helpers.
 """
 
 import datetime as dt
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from followups.models import (
@@ -22,7 +24,7 @@ from followups.models import (
     FollowupType,
 )
 from locations.models import Location
-from patients.models import Appointment, Patient
+from patients.models import Appointment, AppointmentType, Patient
 
 BOOKED = (Appointment.Status.SCHEDULED, Appointment.Status.CONFIRMED)
 
@@ -151,7 +153,9 @@ def appointment_changed(*, appointment: Appointment, previous_status: str | None
       matching visit is still booked.
     """
     status = appointment.status
-    active = Followup.objects.select_for_update().filter(
+    # of=("self",): a plain FOR UPDATE would also lock the joined rule row, and every
+    # completion of that type, for any patient, would wait for this transaction.
+    active = Followup.objects.select_for_update(of=("self",)).filter(
         patient_id=appointment.patient_id,
         status__in=ACTIVE_STATUSES,
         rule__satisfying_types=appointment.appointment_type_id,
@@ -265,7 +269,9 @@ def followup_log_attempt(
     on the worklist does not call again.
     """
     followup = (
-        Followup.objects.select_for_update().select_related("rule", "patient").get(pk=followup.pk)
+        Followup.objects.select_for_update(of=("self",))
+        .select_related("rule", "patient")
+        .get(pk=followup.pk)
     )
     if not followup.is_active:
         raise ValidationError(f"This follow-up is {followup.get_status_display().lower()}.")
@@ -311,9 +317,12 @@ def followup_log_attempt(
         _close(followup, status=Followup.Status.DISMISSED)
         return attempt
 
-    if outcome == Outcome.BOOKED:
+    booking = _satisfying_booking(followup)
+    if outcome == Outcome.BOOKED or booking is not None:
+        # Never chased while a satisfying visit is booked: an attempt logged from the
+        # patient page meanwhile must not put the follow-up back on the worklist.
         followup.status = Followup.Status.SCHEDULED
-        followup.scheduled_appointment = _satisfying_booking(followup)
+        followup.scheduled_appointment = booking
     elif outcome == Outcome.DECLINED:
         followup.status = Followup.Status.CONTACTED
     else:
@@ -357,7 +366,10 @@ def followup_reopen(*, followup: Followup, by) -> Followup:
             f"{followup.patient.display_name} already has another open {followup.followup_type} "
             "follow-up."
         )
-    followup.status = _reopen_status(followup)
+    # A visit booked while it was closed keeps it off the worklists, as at creation.
+    booking = _satisfying_booking(followup)
+    followup.scheduled_appointment = booking
+    followup.status = Followup.Status.SCHEDULED if booking else _reopen_status(followup)
     followup.dismissed_reason = ""
     followup.closed_at = None
     if followup.lapses_on <= timezone.localdate():
@@ -376,3 +388,268 @@ def followups_lapse_due(*, today: dt.date | None = None) -> int:
         status__in=[Followup.Status.OPEN, Followup.Status.CONTACTED], lapses_on__lte=today
     )
     return update_audited(due, status=Followup.Status.LAPSED, closed_at=timezone.now())
+
+
+# --- Backfill ---------------------------------------------------------------------------
+
+_VISIT, _DISCHARGE = 0, 1
+
+
+class _HistoryReplay:
+    """`appointment_changed`, `discharge_record` and `followup_from_event`, in memory.
+
+    Mirrors them step for step for a history saved one event at a time, each visit
+    once with the status it has now: the same rules (by name, as `rules_for` lists
+    them), the same due dates, the same "one active follow-up per type" and the
+    same bookings found by `_satisfying_booking`.
+    """
+
+    def __init__(self, *, now: dt.datetime) -> None:
+        self.now = now
+        self.rules = list(
+            CadenceRule.objects.filter(is_active=True)
+            .select_related("followup_type")
+            .prefetch_related("trigger_types", "satisfying_types", "locations")
+            .order_by("name")
+        )
+        self.triggers = {r.pk: {t.pk for t in r.trigger_types.all()} for r in self.rules}
+        self.satisfying = {r.pk: {t.pk for t in r.satisfying_types.all()} for r in self.rules}
+        self.scope = {
+            r.pk: None if r.all_locations else {loc.pk for loc in r.locations.all()}
+            for r in self.rules
+        }
+        self.tz = {loc.pk: loc.tz for loc in Location.objects.all()}
+
+    def patient(self, patient_id: int, events: list[tuple]) -> list[Followup]:
+        """Every follow-up the patient's events would have created, in creation order."""
+        self.patient_id = patient_id
+        self.active: dict[int, Followup] = {}  # by follow-up type
+        self.booked: list[tuple[dt.datetime, int, int]] = []  # (start, pk, type) ahead
+        self.created: list[Followup] = []
+        for when, kind, pk, location_id, type_id, status in sorted(events, key=lambda e: e[:3]):
+            if kind == _DISCHARGE:
+                on = status  # a discharge carries its date in that slot
+                for rule in self._rules(CadenceRule.Event.DISCHARGED, location_id):
+                    self._from_event(rule, on, location_id, None)
+            else:
+                self._visit(pk, location_id, type_id, when, status)
+        return self.created
+
+    def _rules(self, event: str, location_id: int, type_id: int | None = None):
+        for rule in self.rules:
+            scope = self.scope[rule.pk]
+            if rule.event != event or (scope is not None and location_id not in scope):
+                continue
+            if type_id is None or type_id in self.triggers[rule.pk]:
+                yield rule
+
+    def _visit(self, pk: int, location_id: int, type_id: int, start: dt.datetime, status: str):
+        satisfied = [
+            f
+            for f in self.active.values()
+            if f.rule_id is not None and type_id in self.satisfying[f.rule_id]
+        ]
+        if status in BOOKED and start > self.now:
+            self.booked.append((start, pk, type_id))
+            for followup in satisfied:
+                if followup.status != Followup.Status.SCHEDULED:
+                    followup.status = Followup.Status.SCHEDULED
+                    followup.scheduled_appointment_id = pk
+        elif status == Appointment.Status.COMPLETED:
+            for followup in satisfied:
+                followup.status = Followup.Status.DONE
+                followup.closed_at = self.now
+                followup.scheduled_appointment_id = pk
+                del self.active[followup.followup_type_id]
+            day = start.astimezone(self.tz[location_id]).date()
+            for rule in self._rules(CadenceRule.Event.COMPLETED, location_id, type_id):
+                self._from_event(rule, day, location_id, pk)
+        # A visit saved for the first time has nobody waiting on it: nothing reopens.
+
+    def _from_event(self, rule: CadenceRule, day: dt.date, location_id: int, source_id):
+        due = rule.due_after(day)
+        lapses_on = due + dt.timedelta(days=rule.lapse_after_days)
+        existing = self.active.get(rule.followup_type_id)
+        if existing is not None:
+            if due > existing.due_date:
+                existing.due_date, existing.lapses_on = due, lapses_on
+                existing.rule, existing.source_appointment_id = rule, source_id
+            return
+        followup = Followup(
+            patient_id=self.patient_id,
+            followup_type=rule.followup_type,
+            location_id=location_id,
+            rule=rule,
+            due_date=due,
+            lapses_on=lapses_on,
+            source=Followup.Source.RULE,
+            source_appointment_id=source_id,
+        )
+        bookings = [(s, pk) for s, pk, t in self.booked if t in self.satisfying[rule.pk]]
+        if bookings:
+            followup.status = Followup.Status.SCHEDULED
+            followup.scheduled_appointment_id = min(bookings)[1]
+        self.active[rule.followup_type_id] = followup
+        self.created.append(followup)
+
+
+@transaction.atomic
+def followups_backfill(
+    *, patient_ids: Iterable[int] | None = None, today: dt.date | None = None
+) -> list[Followup]:
+    """Create, in bulk, the follow-ups that patients' recorded history implies.
+
+    For history that arrived without the event services — the demo data, a first
+    import of a scheduler's past. Each patient's appointments and discharges are
+    replayed in memory, in time order, through the same steps as
+    `appointment_changed` (see `_HistoryReplay`), as if each visit had been saved
+    once with the status it has now, and then `followups_lapse_due(today)` is
+    applied. In short: the latest trigger sets the due date; a satisfying visit
+    completed after it closes the follow-up (done) and may start the next cycle; a
+    satisfying visit booked ahead schedules it; past `lapses_on` it is lapsed.
+
+    It must agree with those services: tests/followups/test_properties.py replays
+    random histories both ways and compares the rows, so a change to one of them
+    needs the same change here. Visits count in order of their start, a discharge
+    at the end of its day. Patients who already have follow-ups are left alone, so
+    a second run adds nothing. Rows and CREATE audit entries are written in bulk.
+    """
+    from practicecrm.audit import bulk_create_audited
+
+    now = timezone.now()
+    today = today or timezone.localdate()
+    patients = Patient.objects.exclude(Exists(Followup.objects.filter(patient=OuterRef("pk"))))
+    if patient_ids is not None:
+        patients = patients.filter(pk__in=list(patient_ids))
+    wanted = patients.values("pk")
+    replay = _HistoryReplay(now=now)
+    if not replay.rules:
+        return []
+
+    events: dict[int, list[tuple]] = {}
+    visits = Appointment.objects.filter(patient__in=wanted).values_list(
+        "patient_id", "start", "pk", "location_id", "appointment_type_id", "status"
+    )
+    for patient_id, start, pk, location_id, type_id, status in visits:
+        events.setdefault(patient_id, []).append((start, _VISIT, pk, location_id, type_id, status))
+    discharges = Discharge.objects.filter(patient__in=wanted).values_list(
+        "patient_id", "discharged_on", "pk", "location_id"
+    )
+    for patient_id, on, pk, location_id in discharges:
+        end_of_day = dt.datetime.combine(on, dt.time.max, tzinfo=replay.tz[location_id])
+        events.setdefault(patient_id, []).append(
+            (end_of_day, _DISCHARGE, pk, location_id, None, on)
+        )
+
+    followups: list[Followup] = []
+    for patient_id, history in events.items():
+        followups += replay.patient(patient_id, history)
+    for followup in followups:
+        # What the daily followups_lapse_due would have done by today.
+        waiting = followup.status in (Followup.Status.OPEN, Followup.Status.CONTACTED)
+        if waiting and followup.lapses_on <= today:
+            followup.status = Followup.Status.LAPSED
+            followup.closed_at = now
+    return bulk_create_audited(Followup, followups)
+
+
+# --- Cadence rules ------------------------------------------------------------------
+
+
+def rule_overlapping(
+    *,
+    followup_type: FollowupType,
+    event: str,
+    all_locations: bool,
+    locations: Iterable[Location],
+    trigger_types: Iterable[AppointmentType],
+    exclude_pk: int | None = None,
+) -> CadenceRule | None:
+    """Another active rule that would compete with this one for the same follow-up.
+
+    Two rules overlap when they create one follow-up type from the same event where
+    their scopes meet (either covers all locations, or they share one) and — for
+    appointment-completed rules — a completed visit of one type triggers both.
+    """
+    others = CadenceRule.objects.filter(is_active=True, followup_type=followup_type, event=event)
+    if exclude_pk is not None:
+        others = others.exclude(pk=exclude_pk)
+    if not all_locations:
+        others = others.filter(Q(all_locations=True) | Q(locations__in=list(locations)))
+    if event == CadenceRule.Event.COMPLETED:
+        others = others.filter(trigger_types__in=list(trigger_types))
+    return others.distinct().order_by("name").first()
+
+
+def rule_overlap_message(
+    other: CadenceRule,
+    *,
+    all_locations: bool,
+    locations: Iterable[Location],
+    trigger_types: Iterable[AppointmentType],
+) -> str:
+    """Say which rule is in the way, and after what and where both would fire."""
+    if other.event == CadenceRule.Event.COMPLETED:
+        mine = set(trigger_types)
+        shared = [t.name for t in other.trigger_types.all() if t in mine]
+        when = f"after a completed {' or '.join(shared)}"
+    else:
+        when = "after a discharge"
+    if all_locations and other.all_locations:
+        where = "at every location"
+    else:
+        theirs = set(Location.objects.all() if other.all_locations else other.locations.all())
+        common = theirs if all_locations else theirs & set(locations)
+        names = sorted(loc.name for loc in common)
+        where = f"at {', '.join(names)}"
+    return (
+        f"“{other.name}” already creates {other.followup_type} follow-ups {when} {where}: "
+        "two rules would create two open follow-ups of one type. Change the follow-up type, "
+        f"the trigger types or the locations, or deactivate “{other.name}” first."
+    )
+
+
+@transaction.atomic
+def rule_save(
+    *,
+    rule: CadenceRule,
+    trigger_types: Iterable[AppointmentType],
+    satisfying_types: Iterable[AppointmentType],
+    locations: Iterable[Location],
+    by,
+) -> CadenceRule:
+    """Create or change a cadence rule and its lists of types and locations.
+
+    The form checks for overlapping rules; this checks again with the follow-up
+    type's row locked, so two admins saving competing rules at the same moment
+    cannot both pass. The lists are written with .set(), which auditlog records
+    as changes of the rule.
+    """
+    FollowupType.objects.select_for_update().get(pk=rule.followup_type_id)
+    if rule.event == CadenceRule.Event.DISCHARGED:
+        trigger_types = []  # a discharge has no appointment type
+    if rule.all_locations:
+        locations = []
+    trigger_types, locations = list(trigger_types), list(locations)
+    if rule.is_active:
+        other = rule_overlapping(
+            followup_type=rule.followup_type,
+            event=rule.event,
+            all_locations=rule.all_locations,
+            locations=locations,
+            trigger_types=trigger_types,
+            exclude_pk=rule.pk,
+        )
+        if other is not None:
+            message = rule_overlap_message(
+                other,
+                all_locations=rule.all_locations,
+                locations=locations,
+                trigger_types=trigger_types,
+            )
+            raise ValidationError({"followup_type": message})
+    rule.save()
+    rule.trigger_types.set(trigger_types)
+    rule.satisfying_types.set(satisfying_types)
+    rule.locations.set(locations)
+    return rule

@@ -104,3 +104,8 @@ class StaffAdmin(UserAdmin):
         ),
     ]
     readonly_fields = ["last_login", "date_joined"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Deleting an account would blank the actor of every audit entry it made;
+        # people who leave are deactivated ("Active" off) instead.
+        return False

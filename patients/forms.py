@@ -74,10 +74,17 @@ class PatientForm(forms.ModelForm):
                 pk__in=home_locations.values("pk")
             ) | Location.objects.filter(pk=self.instance.home_location_id)
         _choices(self, "home_location").queryset = allowed.order_by("name")
-        _choices(self, "shared_with").queryset = Location.objects.filter(is_active=True).order_by(
-            "name"
-        )
+        # Sharing is offered only with locations the user edits patients at; shares
+        # with other locations are kept as they are (see clean()), so nobody can
+        # push a record to — or pull it from — a location they hold no role at.
+        self._editable_ids = set(home_locations.values_list("pk", flat=True))
+        _choices(self, "shared_with").queryset = home_locations.order_by("name")
         self.fields["shared_with"].required = False
+        self._kept_shares = (
+            [loc for loc in self.instance.shared_with.all() if loc.pk not in self._editable_ids]
+            if self.instance.pk
+            else []
+        )
 
     def _clean_phone(self, field: str) -> str:
         raw = self.cleaned_data.get(field, "")
@@ -105,8 +112,8 @@ class PatientForm(forms.ModelForm):
     def clean(self):
         cleaned = super().clean() or {}
         home = cleaned.get("home_location")
-        shared = cleaned.get("shared_with")
-        if home and shared and home in shared:
+        if "shared_with" in cleaned:
+            shared = [*cleaned["shared_with"], *self._kept_shares]
             cleaned["shared_with"] = [loc for loc in shared if loc != home]
         return cleaned
 
@@ -160,6 +167,18 @@ class PreferencesForm(forms.Form):
             return self.contact[field]
         return getattr(self.patient, field, "") if self.patient else ""
 
+    def preferences(self) -> dict:
+        """The cleaned data as patients.services.patient_preferences_set takes it."""
+        data = self.cleaned_data
+        return {
+            "preferred_channel": data["preferred_channel"],
+            "language": data["language"],
+            "do_not_contact": data["do_not_contact"],
+            "do_not_contact_reason": data["do_not_contact_reason"],
+            "consents": {ch: data[f"{ch}_consent"] or None for ch in Channel.values},
+            "consent_method": data["consent_method"],
+        }
+
     def clean(self):
         cleaned = super().clean() or {}
         channel = cleaned.get("preferred_channel")
@@ -177,6 +196,12 @@ class PreferencesForm(forms.Form):
             )
             if not has:
                 self.add_error("preferred_channel", message)
+            if channel == "sms" and self.patient and self.patient.sms_opted_out_at:
+                self.add_error(
+                    "preferred_channel",
+                    "This number replied STOP to our texts. It is opted out until the patient "
+                    "texts START; choose another channel.",
+                )
             if cleaned.get(f"{channel}_consent") == ChannelConsent.Status.REFUSED:
                 self.add_error(
                     "preferred_channel",
@@ -236,9 +261,33 @@ class AppointmentForm(forms.ModelForm):
         if provider and location and not provider.locations.filter(pk=location.pk).exists():
             self.add_error("provider", f"{provider} does not work at {location}.")
         if location and day and start_time and end_time:
-            if end_time <= start_time:
-                self.add_error("end_time", "The appointment must end after it starts.")
-            else:
-                self.instance.start = dt.datetime.combine(day, start_time, tzinfo=location.tz)
-                self.instance.end = dt.datetime.combine(day, end_time, tzinfo=location.tz)
+            start = _local_datetime(self, "start_time", day, start_time, location)
+            end = _local_datetime(self, "end_time", day, end_time, location)
+            if start and end:
+                # Compared as instants: across a DST change wall-clock order can lie.
+                if end <= start:
+                    self.add_error("end_time", "The appointment must end after it starts.")
+                else:
+                    self.instance.start, self.instance.end = start, end
         return cleaned
+
+
+def _local_datetime(
+    form: forms.BaseForm, field: str, day: dt.date, time: dt.time, location: Location
+) -> dt.datetime | None:
+    """`day` at `time` on the location's clock, or a field error if no such moment exists.
+
+    When clocks spring forward (2:00 → 3:00) the times in between never happen;
+    zoneinfo would silently shift them by an hour, so the user is asked instead.
+    """
+    local = dt.datetime.combine(day, time, tzinfo=location.tz)
+    round_trip = local.astimezone(dt.UTC).astimezone(location.tz)
+    if round_trip.replace(tzinfo=None) != local.replace(tzinfo=None):
+        form.add_error(
+            field,
+            f"{time:%-I:%M %p} does not exist on {day:%b %-d, %Y} at {location}: clocks move "
+            "forward that night. Choose a time outside the skipped hour.",
+        )
+        return None
+    # As UTC: Python compares two times of one zone by their wall clocks.
+    return local.astimezone(dt.UTC)

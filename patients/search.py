@@ -6,7 +6,17 @@ import unicodedata
 from dataclasses import dataclass
 
 _PHONEISH = re.compile(r"^[\d\s().+\-/]+$")
-_DATE_FORMATS = ("%Y-%m-%d", "%m/%d/%Y", "%m/%d/%y", "%m-%d-%Y", "%d.%m.%Y", "%b %d %Y", "%d %b %Y")
+_DATE_FORMATS = (
+    "%Y-%m-%d",
+    "%m/%d/%Y",
+    "%m/%d/%y",
+    "%m-%d-%Y",
+    "%d.%m.%Y",
+    "%b %d %Y",
+    "%d %b %Y",
+    "%B %d %Y",
+    "%d %B %Y",
+)
 
 
 # Letters that Unicode does not decompose into a base letter plus an accent, and
@@ -44,9 +54,13 @@ def parse_date(text: str) -> dt.date | None:
     cleaned = text.strip().replace(",", "")
     for fmt in _DATE_FORMATS:
         try:
-            return dt.datetime.strptime(cleaned, fmt).date()  # noqa: DTZ007 (a date, no zone)
+            day = dt.datetime.strptime(cleaned, fmt).date()  # noqa: DTZ007 (a date, no zone)
         except ValueError:
             continue
+        if "%y" in fmt and day > dt.date.today():  # noqa: DTZ011
+            # "03/07/55" is a birth date: 1955, not strptime's 2055.
+            day = day.replace(year=day.year - 100)
+        return day
     return None
 
 

@@ -25,6 +25,34 @@ def patient_save(*, patient: Patient, shared_with=None, by) -> Patient:
 
 
 @transaction.atomic
+def patient_preferences_set(
+    *,
+    patient: Patient,
+    preferred_channel: str,
+    language: str,
+    do_not_contact: bool,
+    do_not_contact_reason: str,
+    consents: dict[str, str | None],
+    consent_method: str,
+    by,
+    shared_with=None,
+) -> Patient:
+    """Save communication preferences and per-channel consent in one step.
+
+    For a new patient this is also the first save, so creating a patient writes one
+    CREATE entry with the preferences in it, not a create followed by an update.
+    """
+    patient.preferred_channel = preferred_channel
+    patient.language = language
+    patient.do_not_contact = do_not_contact
+    patient.do_not_contact_reason = do_not_contact_reason.strip() if do_not_contact else ""
+    patient_save(patient=patient, shared_with=shared_with, by=by)
+    for channel, status in consents.items():
+        consent_set(patient=patient, channel=channel, status=status, method=consent_method, by=by)
+    return patient
+
+
+@transaction.atomic
 def consent_set(
     *,
     patient: Patient,
@@ -57,10 +85,19 @@ def consent_set(
     return consent
 
 
+def _leave_household(patient: Patient) -> None:
+    """Take the patient out of their household; it no longer sends them its reminders."""
+    old = patient.household
+    if old is not None and old.primary_contact_id == patient.pk:
+        old.primary_contact = None
+        old.save(update_fields=["primary_contact"])
+
+
 @transaction.atomic
 def household_set(*, patient: Patient, household: Household | None, is_primary: bool) -> None:
     """Put the patient in a household (or none), optionally as its reminder recipient."""
     if patient.household_id != (household.pk if household else None):
+        _leave_household(patient)
         patient.household = household
         patient.save(update_fields=["household", "updated_at"])
     if household is None:
@@ -76,6 +113,7 @@ def household_set(*, patient: Patient, household: Household | None, is_primary: 
 @transaction.atomic
 def household_create(*, patient: Patient) -> Household:
     """Start a household around this patient, who becomes its reminder recipient."""
+    _leave_household(patient)
     household = Household.objects.create(
         name=f"{patient.last_name} household", primary_contact=patient
     )

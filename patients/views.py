@@ -6,19 +6,22 @@ Each view: access rule (decorators) → `*_get` selector that 404s → form → 
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
 from django_htmx.middleware import HtmxDetails
 
+from followups.models import ContactAttempt
+from followups.selectors import patient_followups
 from locations.access import CHANGE_APPOINTMENTS, CHANGE_PATIENTS, locations_for
 from patients import selectors, services
 from patients.forms import AppointmentForm, HouseholdForm, PatientForm, PreferencesForm
-from patients.models import Appointment, Channel, Patient
+from patients.models import Appointment, Patient
 from practicecrm.audit import log_access
 
 
@@ -32,23 +35,21 @@ def _booking_context(user) -> dict:
     return {"can_book": bool(ids), "bookable_location_ids": ids}
 
 
-def _save_preferences(patient: Patient, form: PreferencesForm, by) -> None:
-    data = form.cleaned_data
-    patient.preferred_channel = data["preferred_channel"]
-    patient.language = data["language"]
-    patient.do_not_contact = data["do_not_contact"]
-    patient.do_not_contact_reason = (
-        data["do_not_contact_reason"].strip() if data["do_not_contact"] else ""
-    )
-    services.patient_save(patient=patient, by=by)
-    for channel in Channel.values:
-        services.consent_set(
-            patient=patient,
-            channel=channel,
-            status=data[f"{channel}_consent"] or None,
-            method=data["consent_method"],
-            by=by,
-        )
+def _saved(form: AppointmentForm, request: HttpRequest) -> bool:
+    """Save through the service; a rule it enforces becomes a form error, not a 500."""
+    try:
+        services.appointment_save(appointment=form.save(commit=False), by=request.user)
+    except ValidationError as exc:
+        form.add_error(None, exc)
+        return False
+    return True
+
+
+def _viewed(request: HttpRequest, patient: Patient) -> Patient:
+    """Every page that shows a patient's record writes an ACCESS entry when read."""
+    if request.method == "GET":
+        log_access(patient)
+    return patient
 
 
 @require_safe
@@ -93,6 +94,9 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_edit": can_edit,
         **_booking_context(request.user),
         **selectors.patient_detail_context(patient=patient, user=request.user),
+        "followups": patient_followups(patient=patient, today=timezone.localdate()),
+        "attempt_channels": ContactAttempt.Channel.choices,
+        "attempt_outcomes": ContactAttempt.Outcome.choices,
     }
     return render(request, "patients/patient_detail.html", context)
 
@@ -101,7 +105,7 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @never_cache
 @login_required
 def patient_timeline(request: HttpRequest, pk: int) -> HttpResponse:
-    patient = selectors.patient_get(user=request.user, pk=pk)
+    patient = _viewed(request, selectors.patient_get(user=request.user, pk=pk))
     before = parse_datetime(request.GET.get("before", "")) if request.GET.get("before") else None
     if before is None or before.tzinfo is None:
         before = None
@@ -132,12 +136,12 @@ def patient_create(request: HttpRequest) -> HttpResponse:
         initial={"preferred_channel": Patient.PreferredChannel.SMS, "language": "en"},
     )
     if request.method == "POST" and form.is_valid() and prefs.is_valid():
-        with transaction.atomic():
-            patient = form.save(commit=False)
-            services.patient_save(
-                patient=patient, shared_with=form.cleaned_data["shared_with"], by=request.user
-            )
-            _save_preferences(patient, prefs, request.user)
+        patient = services.patient_preferences_set(
+            patient=form.save(commit=False),
+            shared_with=form.cleaned_data["shared_with"],
+            by=request.user,
+            **prefs.preferences(),
+        )
         messages.success(request, f"{patient.display_name} was added.")
         return redirect(patient)
     return render(request, "patients/patient_form.html", {"form": form, "prefs": prefs})
@@ -147,7 +151,9 @@ def patient_create(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def patient_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    patient = selectors.patient_get(user=request.user, pk=pk, perm=CHANGE_PATIENTS)
+    patient = _viewed(
+        request, selectors.patient_get(user=request.user, pk=pk, perm=CHANGE_PATIENTS)
+    )
     form = PatientForm(
         request.POST or None,
         instance=patient,
@@ -167,11 +173,12 @@ def patient_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def patient_preferences(request: HttpRequest, pk: int) -> HttpResponse:
-    patient = selectors.patient_get(user=request.user, pk=pk, perm=CHANGE_PATIENTS)
+    patient = _viewed(
+        request, selectors.patient_get(user=request.user, pk=pk, perm=CHANGE_PATIENTS)
+    )
     form = PreferencesForm(request.POST or None, patient=patient)
     if request.method == "POST" and form.is_valid():
-        with transaction.atomic():
-            _save_preferences(patient, form, request.user)
+        services.patient_preferences_set(patient=patient, by=request.user, **form.preferences())
         messages.success(request, "Communication preferences saved.")
         return redirect(patient)
     return render(request, "patients/preferences_form.html", {"form": form, "patient": patient})
@@ -181,7 +188,9 @@ def patient_preferences(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def patient_household(request: HttpRequest, pk: int) -> HttpResponse:
-    patient = selectors.patient_get(user=request.user, pk=pk, perm=CHANGE_PATIENTS)
+    patient = _viewed(
+        request, selectors.patient_get(user=request.user, pk=pk, perm=CHANGE_PATIENTS)
+    )
     households = selectors.households_visible_to(request.user)
     initial = {
         "household": patient.household,
@@ -212,7 +221,7 @@ def patient_household(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def appointment_create(request: HttpRequest, pk: int) -> HttpResponse:
-    patient = selectors.patient_get(user=request.user, pk=pk)
+    patient = _viewed(request, selectors.patient_get(user=request.user, pk=pk))
     locations = locations_for(request.user, CHANGE_APPOINTMENTS)
     if not locations.exists():
         raise Http404("You cannot record appointments at any location.")
@@ -225,8 +234,7 @@ def appointment_create(request: HttpRequest, pk: int) -> HttpResponse:
     form = AppointmentForm(
         request.POST or None, instance=appointment, locations=locations, initial=initial
     )
-    if request.method == "POST" and form.is_valid():
-        services.appointment_save(appointment=form.save(commit=False), by=request.user)
+    if request.method == "POST" and form.is_valid() and _saved(form, request):
         messages.success(request, "Appointment recorded.")
         return redirect(patient)
     return render(request, "patients/appointment_form.html", {"form": form, "patient": patient})
@@ -237,13 +245,13 @@ def appointment_create(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def appointment_edit(request: HttpRequest, pk: int) -> HttpResponse:
     appointment = selectors.appointment_get(user=request.user, pk=pk, perm=CHANGE_APPOINTMENTS)
+    _viewed(request, appointment.patient)
     form = AppointmentForm(
         request.POST or None,
         instance=appointment,
         locations=locations_for(request.user, CHANGE_APPOINTMENTS),
     )
-    if request.method == "POST" and form.is_valid():
-        services.appointment_save(appointment=form.save(commit=False), by=request.user)
+    if request.method == "POST" and form.is_valid() and _saved(form, request):
         messages.success(request, "Appointment saved.")
         return redirect(appointment.patient)
     return render(

@@ -1,6 +1,7 @@
 """Session lifetime rules, and the client address the audit trail records."""
 
 import time
+from urllib.parse import urlencode
 
 from auditlog.middleware import AuditlogMiddleware
 from axes.helpers import get_client_ip_address
@@ -40,9 +41,13 @@ class SessionTimeoutMiddleware:
                     if idle
                     else "Your session reached its maximum length. Please sign in again.",
                 )
-                return redirect(f"{reverse('login')}?next={request.path}")
-            request.session[_STARTED] = started
-            request.session[_LAST_SEEN] = now
+                return redirect(f"{reverse('login')}?{urlencode({'next': request.path})}")
+            if _STARTED not in request.session:
+                request.session[_STARTED] = started
+            # Written at most once a minute: saving the session on every request
+            # would cost an UPDATE per page for a minute's precision nobody needs.
+            if now - last_seen >= 60 or _LAST_SEEN not in request.session:
+                request.session[_LAST_SEEN] = now
         return self.get_response(request)
 
 

@@ -14,9 +14,9 @@ from locations.access import locations_for
 @never_cache
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    """Staff land on their patients; someone with no grant gets a friendly empty page."""
+    """Staff land on Today's worklist; someone with no grant gets a friendly empty page."""
     if locations_for(request.user).exists():
-        return redirect("patients:list")
+        return redirect("followups:today")
     return render(request, "no_access.html")
 
 

@@ -7,6 +7,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from followups.models import CadenceRule, ContactAttempt, Followup, FollowupType
 from locations.models import Location, LocationGrant, Role
 from patients.models import (
     Appointment,
@@ -132,3 +133,64 @@ class ChannelConsentFactory(factory.django.DjangoModelFactory):
     status = ChannelConsent.Status.GRANTED
     method = ChannelConsent.Method.VERBAL
     recorded_at = factory.LazyFunction(timezone.now)
+
+
+class FollowupTypeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = FollowupType
+        django_get_or_create = ("code",)
+
+    name = factory.Sequence(lambda n: f"Recall {n}")
+    code = factory.Sequence(lambda n: f"recall-{n}")
+    value = 50
+
+
+class CadenceRuleFactory(factory.django.DjangoModelFactory):
+    """A rule; pass trigger_types=[…], satisfying_types=[…], locations=[…] as lists."""
+
+    class Meta:
+        model = CadenceRule
+        skip_postgeneration_save = True
+
+    name = factory.Sequence(lambda n: f"Rule {n}")
+    followup_type = factory.SubFactory(FollowupTypeFactory)
+    interval_value = 6
+    interval_unit = CadenceRule.Unit.MONTHS
+    lapse_after_days = 180
+    max_attempts = 3
+
+    @factory.post_generation
+    def trigger_types(obj, create, extracted, **kwargs):
+        if create and extracted:
+            obj.trigger_types.set(extracted)
+
+    @factory.post_generation
+    def satisfying_types(obj, create, extracted, **kwargs):
+        if create and extracted:
+            obj.satisfying_types.set(extracted)
+
+    @factory.post_generation
+    def locations(obj, create, extracted, **kwargs):
+        if create and extracted:
+            obj.locations.set(extracted)
+
+
+class FollowupFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Followup
+
+    patient = factory.SubFactory(PatientFactory)
+    followup_type = factory.SubFactory(FollowupTypeFactory)
+    location = factory.LazyAttribute(lambda f: f.patient.home_location)
+    due_date = factory.LazyFunction(timezone.localdate)
+    lapses_on = factory.LazyAttribute(lambda f: f.due_date + dt.timedelta(days=180))
+
+
+class ContactAttemptFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ContactAttempt
+
+    followup = factory.SubFactory(FollowupFactory)
+    channel = ContactAttempt.Channel.CALL
+    outcome = ContactAttempt.Outcome.NO_ANSWER
+    attempted_at = factory.LazyFunction(timezone.now)

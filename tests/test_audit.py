@@ -329,3 +329,30 @@ def test_it_keeps_the_grant_admin_audited(superuser_client, north):
     (entry,) = entries_for(LocationGrant.objects.get(user=user), C)
     assert entry.actor.username == "root"
     assert entry.remote_addr == "203.0.113.9"
+
+
+def test_it_hides_the_audit_trail_admin_from_staff_with_only_a_model_permission(client, north):
+    from django.contrib.auth.models import Permission
+    from django.urls import reverse
+
+    from tests.factories import UserFactory
+
+    clerk = UserFactory(username="clerk", is_staff=True)
+    clerk.user_permissions.add(
+        Permission.objects.get(codename="view_logentry", content_type__app_label="auditlog")
+    )
+    client.force_login(clerk)
+    assert client.get(reverse("admin:auditlog_logentry_changelist")).status_code == 403
+
+
+def test_it_offers_no_way_to_delete_a_staff_account_in_the_admin(client, north):
+    from django.urls import reverse
+
+    from tests.factories import UserFactory
+
+    boss = UserFactory(username="boss", is_staff=True, is_superuser=True)
+    victim = UserFactory(username="leaver")
+    client.force_login(boss)
+    response = client.post(reverse("admin:auth_user_delete", args=[victim.pk]), {"post": "yes"})
+    assert response.status_code == 403
+    assert type(victim).objects.filter(pk=victim.pk).exists()

@@ -1,16 +1,19 @@
-"""One real browser: sign in, find a patient, change how they want to be reached.
+"""Real browser: sign in, find a patient, change how they want to be reached; work Today.
 
 Playwright drives Debian's chromium (/usr/bin/chromium, which `make browser` and
 .ci/run install); the playwright package never downloads a browser of its own.
 Screenshots of each step land in test-results/ (pytest-playwright's --output).
 """
 
+import datetime as dt
 import os
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
+from followups.models import Followup, FollowupType
 from locations.models import Role
 from patients import services
 from patients.models import Channel, ChannelConsent
@@ -95,6 +98,9 @@ def test_it_changes_the_preferred_channel_in_a_real_browser(live_server, request
     page.get_by_label("Username").fill("frontdesk")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
+    # Staff land on Today; the patient search is one click away.
+    expect(page.get_by_role("heading", name="Today", level=1)).to_be_visible()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Patients").click()
     expect(page.get_by_role("heading", name="Patients", level=1)).to_be_visible()
     results = page.locator("#results")
     expect(results).to_contain_text("Okafor")
@@ -124,3 +130,59 @@ def test_it_changes_the_preferred_channel_in_a_real_browser(live_server, request
     expect(change).to_contain_text("changed by Fran Desk")
     expect(change).to_contain_text("Preferred channel: SMS → Email")
     shot("5-saved")
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_it_logs_an_attempt_from_the_today_worklist_in_a_real_browser(live_server, request):
+    require_chromium()
+    north = LocationFactory(name="North Clinic", slug="north", time_zone="America/New_York")
+    staff(Role.FRONT_DESK, north, username="frontdesk", first_name="Fran", last_name="Desk")
+    recall = FollowupType.objects.create(name="Hygiene recall", code="hygiene-recall", value=80)
+    patient = PatientFactory(
+        home_location=north, first_name="Zoë", last_name="Núñez", mobile_phone="+15125550142"
+    )
+    due = timezone.localdate() - dt.timedelta(days=40)
+    followup = Followup.objects.create(
+        patient=patient,
+        followup_type=recall,
+        location=north,
+        due_date=due,
+        lapses_on=due + dt.timedelta(days=180),
+    )
+
+    page: Page = request.getfixturevalue("page")
+    page.set_default_timeout(10_000)
+    shots = Path(request.config.getoption("--output"))
+    page.goto(f"{live_server.url}/login/")
+    page.get_by_label("Username").fill("frontdesk")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+    expect(page.get_by_role("heading", name="Today", level=1)).to_be_visible()
+    row = page.locator(f"#followup-{followup.pk}")
+    expect(row).to_contain_text("Núñez, Zoë")
+    expect(row).to_contain_text("Overdue")
+    expect(row).to_contain_text("No attempts yet")
+    page.screenshot(path=shots / "browser-today-1.png", full_page=True)
+
+    url_before = page.url
+    row.get_by_text("Log attempt").click()
+    row.get_by_label("How").select_option(label="Phone call")
+    row.get_by_label("Outcome").select_option(label="No answer")
+    row.get_by_label("Note").fill("Rang at 9")
+    row.get_by_role("button", name="Save").click()
+
+    # The row is swapped in place by htmx: same page, updated row.
+    row = page.locator(f"#followup-{followup.pk}")
+    expect(row).to_contain_text("Logged: No answer")
+    expect(row).to_contain_text("1 attempt")
+    assert page.url == url_before
+    page.screenshot(path=shots / "browser-today-2.png", full_page=True)
+
+    row.get_by_role("link", name="Núñez, Zoë").click()
+    followups = page.locator("#followups-heading").locator("xpath=ancestor::section")
+    expect(followups).to_contain_text("No answer")
+    expect(followups).to_contain_text("Rang at 9")
+    expect(page.locator("#timeline")).to_contain_text("Contact attempt")
+    page.screenshot(path=shots / "browser-today-3.png", full_page=True)

@@ -3,7 +3,7 @@
 The tables below are the specification; the tests only read them. A cell is the
 expected response: a status code, `302>where` for a redirect (see REDIRECTS:
 login, the admin's login, home, the patient list), or `own/other` where the view
-takes an object (a patient or an appointment) and the answer depends on whether
+takes an object (a patient, an appointment, a cadence rule) and the answer depends on whether
 it belongs to the user's location. Every staff user holds their role at North;
 "other" objects belong to South. The admin is also a Django superuser (the admin
 site needs it), which must widen nothing: see the tests below the matrix.
@@ -11,6 +11,7 @@ site needs it), which must widen nothing: see the tests below the matrix.
 A new URL pattern without a row here fails `test_it_covers_every_named_url`.
 """
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +20,16 @@ from auditlog.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
+from followups.models import CadenceRule, Followup, FollowupType
 from locations.models import Location, Role
 from patients.models import Appointment, AppointmentType, Patient, Provider
 from tests.factories import (
     AppointmentFactory,
     AppointmentTypeFactory,
+    CadenceRuleFactory,
+    FollowupTypeFactory,
     GrantFactory,
     LocationFactory,
     PatientFactory,
@@ -39,7 +44,7 @@ ROLES = ("anonymous", "no_grant", "front_desk", "care_staff", "manager", "admin"
 
 GET_MATRIX = """
 view                        anonymous   no_grant    front_desk  care_staff  manager     admin
-home                        302>login   200         302>list    302>list    302>list    302>list
+home                        302>login   200         302>today   302>today   302>today   302>today
 healthz                     200         200         200         200         200         200
 login                       200         302>home    302>home    302>home    302>home    302>home
 logout                      405         405         405         405         405         405
@@ -53,6 +58,16 @@ patients:preferences        302>login   404         200/404     404         200/
 patients:household          302>login   404         200/404     404         200/404     200/404
 patients:appointment_create 302>login   404         200/404     404         200/404     200/404
 patients:appointment_edit   302>login   404         200/404     404         200/404     200/404
+followups:today             302>login   200         200         200         200         200
+followups:log_attempt       405         405         405/405     405/405     405/405     405/405
+followups:snooze            405         405         405/405     405/405     405/405     405/405
+followups:dismiss           405         405         405/405     405/405     405/405     405/405
+followups:reopen            405         405         405/405     405/405     405/405     405/405
+followups:create            302>login   404         200/404     404         200/404     200/404
+followups:discharge         302>login   404         200/404     404         200/404     200/404
+followups:rules             302>login   404         404         404         200         200
+followups:rule_create       302>login   404         404         404         404         200
+followups:rule_edit         302>login   404         404         404         404         200/404
 """
 
 # A valid form for each state-changing view. "302" (no target) means the change was
@@ -67,6 +82,14 @@ patients:preferences        302>login   404         302/404     404         302/
 patients:household          302>login   404         302/404     404         302/404     302/404
 patients:appointment_create 302>login   404         302/404     404         302/404     302/404
 patients:appointment_edit   302>login   404         302/404     404         302/404     302/404
+followups:rule_create       302>login   404         404         404         404         302/200
+followups:log_attempt       302>login   404         302/404     404         302/404     302/404
+followups:snooze            302>login   404         302/404     404         302/404     302/404
+followups:dismiss           302>login   404         302/404     404         302/404     302/404
+followups:reopen            302>login   404         302/404     404         302/404     302/404
+followups:create            302>login   404         302/404     404         302/404     302/404
+followups:discharge         302>login   404         302/404     404         302/404     302/404
+followups:rule_edit         302>login   404         404         404         404         302/404
 """
 
 # Where a `302>name` cell redirects to.
@@ -75,6 +98,7 @@ REDIRECTS = {
     "alogin": "admin:login",
     "home": "home",
     "list": "patients:list",
+    "today": "followups:today",
 }
 
 # Which object each URL's <pk> is; views not listed take no object.
@@ -86,9 +110,24 @@ OBJECT_OF = {
     "patients:household": "patient",
     "patients:appointment_create": "patient",
     "patients:appointment_edit": "appointment",
+    "followups:rule_edit": "rule",
+    "followups:log_attempt": "followup",
+    "followups:snooze": "followup",
+    "followups:dismiss": "followup",
+    "followups:reopen": "closed_followup",
+    "followups:create": "patient",
+    "followups:discharge": "patient",
 }
 # Views that only read: they have no POST row.
-READ_ONLY = {"patients:list", "patients:detail", "patients:timeline"}
+# Views that only take POST: a GET is refused (405) before anything is looked up.
+POST_ONLY = {"followups:log_attempt", "followups:snooze", "followups:dismiss", "followups:reopen"}
+READ_ONLY = {
+    "patients:list",
+    "patients:detail",
+    "patients:timeline",
+    "followups:rules",
+    "followups:today",
+}
 
 
 def parse_matrix(text: str) -> dict[str, dict[str, str]]:
@@ -126,6 +165,15 @@ class World:
     north_provider: Provider
     south_provider: Provider
     users: dict[str, Any]
+    # Cadence rules scoped to one location each (same type and trigger: no overlap).
+    own_rule: CadenceRule
+    other_rule: CadenceRule
+    # An open follow-up and a dismissed one (of another type) for each patient.
+    own_followup: Followup
+    other_followup: Followup
+    own_closed_followup: Followup
+    other_closed_followup: Followup
+    exam: FollowupType
 
     def target(self, view: str, which: str | None):
         kind = OBJECT_OF.get(view)
@@ -164,6 +212,31 @@ def make_user(role: str, location: Location):
     return staff(roles[role], location, username=role)
 
 
+def make_rule(name: str, visit: AppointmentType, location: Location) -> CadenceRule:
+    recall = FollowupTypeFactory(name="Hygiene recall", code="hygiene-recall")
+    return CadenceRuleFactory(
+        name=name,
+        followup_type=recall,
+        all_locations=False,
+        trigger_types=[visit],
+        satisfying_types=[visit],
+        locations=[location],
+    )
+
+
+def make_followup(patient: Patient, type_code: str, status: str) -> Followup:
+    due = timezone.localdate() - dt.timedelta(days=3)
+    return Followup.objects.create(
+        patient=patient,
+        followup_type=FollowupTypeFactory(code=type_code, name=type_code.replace("-", " ")),
+        location=patient.home_location,
+        status=status,
+        due_date=due,
+        lapses_on=due + dt.timedelta(days=180),
+        dismissed_reason="Moved away" if status == "dismissed" else "",
+    )
+
+
 @pytest.fixture(scope="module")
 def world(django_db_setup, django_db_blocker):
     """Built once for the module, like Django's setUpTestData: inside a transaction
@@ -185,6 +258,13 @@ def world(django_db_setup, django_db_blocker):
             north_provider=ProviderFactory(name="Dr North", locations=[north]),
             south_provider=ProviderFactory(name="Dr South", locations=[south]),
             users={role: make_user(role, north) for role in (*ROLES, "everything")},
+            own_rule=make_rule("North recall", visit, north),
+            other_rule=make_rule("South recall", visit, south),
+            own_followup=make_followup(own_patient, "hygiene-recall", "open"),
+            other_followup=make_followup(other_patient, "hygiene-recall", "open"),
+            own_closed_followup=make_followup(own_patient, "exam-recall", "dismissed"),
+            other_closed_followup=make_followup(other_patient, "exam-recall", "dismissed"),
+            exam=FollowupTypeFactory(name="Exam recall", code="exam-recall"),
         )
         transaction.set_rollback(True)
 
@@ -244,6 +324,24 @@ def appointment_form_data(appointment: Appointment, **overrides) -> dict:
     return {**data, **overrides}
 
 
+def rule_form_data(rule: CadenceRule, **overrides) -> dict:
+    data = {
+        "name": rule.name,
+        "event": rule.event,
+        "trigger_types": [t.pk for t in rule.trigger_types.all()],
+        "interval_value": rule.interval_value,
+        "interval_unit": rule.interval_unit,
+        "followup_type": rule.followup_type_id,
+        "satisfying_types": [t.pk for t in rule.satisfying_types.all()],
+        "locations": [loc.pk for loc in rule.locations.all()],
+        "outreach_plan": rule.outreach_plan,
+        "max_attempts": rule.max_attempts,
+        "lapse_after_days": rule.lapse_after_days,
+        "is_active": "on",
+    }
+    return {**data, **overrides}
+
+
 def post_body(view: str, world: World, which: str | None) -> dict:
     target = world.target(view, which)
     if view in READ_ONLY:
@@ -278,6 +376,31 @@ def post_body(view: str, world: World, which: str | None) -> dict:
         }
     if view == "patients:appointment_edit":
         return appointment_form_data(target, status="completed")
+    if view == "followups:rule_create":
+        # A discharge rule, so it cannot overlap the world's rules; "other" scopes it to South.
+        where = world.north if which == "own" else world.south
+        return rule_form_data(
+            world.own_rule, name="Matrix rule", event="discharged", locations=[where.pk]
+        )
+    if view == "followups:rule_edit":
+        return rule_form_data(target, name="Renamed rule")
+    if view == "followups:log_attempt":
+        return {"channel": "call", "outcome": "no_answer"}
+    if view == "followups:snooze":
+        return {"until": (timezone.localdate() + dt.timedelta(days=10)).isoformat()}
+    if view == "followups:dismiss":
+        return {"reason": "Moved to another practice"}
+    if view == "followups:reopen":
+        return {}
+    if view == "followups:create":
+        return {
+            "followup_type": world.exam.pk,
+            "location": target.home_location_id,
+            "due_date": timezone.localdate().isoformat(),
+            "reason": "Asked for a call",
+        }
+    if view == "followups:discharge":
+        return {"location": target.home_location_id, "discharged_on": "2026-11-01"}
     raise AssertionError(f"no POST body for {view}")
 
 
@@ -290,6 +413,14 @@ def state(view: str, world: World, which: str | None):
         return Patient.objects.filter(last_name="Newcomer").count()
     if view == "patients:appointment_create":
         return target.appointments.count()
+    if view == "followups:rule_create":
+        return CadenceRule.objects.filter(name="Matrix rule").count()
+    if view == "followups:log_attempt":
+        return target.attempts.count()
+    if view == "followups:create":
+        return target.followups.count()
+    if view == "followups:discharge":
+        return target.discharges.count()
     target.refresh_from_db()
     if view == "patients:edit":
         return target.first_name
@@ -298,6 +429,12 @@ def state(view: str, world: World, which: str | None):
     if view == "patients:household":
         return target.household_id
     if view == "patients:appointment_edit":
+        return target.status
+    if view == "followups:rule_edit":
+        return target.name
+    if view == "followups:snooze":
+        return target.snoozed_until
+    if view in ("followups:dismiss", "followups:reopen"):
         return target.status
     raise AssertionError(f"no state for {view}")
 
@@ -343,11 +480,19 @@ def test_it_covers_every_named_url():
     missing = app_names - set(GET)
     assert not missing, f"add rows to GET_MATRIX for {sorted(missing)}"
     assert set(GET) <= names, "GET_MATRIX names a URL that no longer exists"
-    patient_views = {name for name in app_names if name.startswith("patients:")}
-    assert patient_views - READ_ONLY == set(POST), "every state-changing view needs a POST row"
+    app_views = {name for name in app_names if name.startswith(("patients:", "followups:"))}
+    assert app_views - READ_ONLY == set(POST), "every state-changing view needs a POST row"
 
 
 # --- IDOR: another location's object, or none at all, is a plain 404 -----------------
+
+
+def refused_status(view: str, method: str) -> int:
+    # A method the view never takes is refused (405) before anything is looked up.
+    wrong_method = (method == "post" and view in READ_ONLY) or (
+        method == "get" and view in POST_ONLY
+    )
+    return 405 if wrong_method else 404
 
 
 @pytest.mark.parametrize("view", sorted(OBJECT_OF))
@@ -357,8 +502,7 @@ def test_it_answers_404_for_another_locations_object(client, world, view, method
     body = post_body(view, world, "other") if method == "post" else None
     before = state(view, world, "other") if method == "post" else None
     response = getattr(client, method)(world.url(view, "other"), body)
-    # Read-only views refuse POST outright (405) before looking anything up.
-    assert response.status_code == (405 if method == "post" and view in READ_ONLY else 404)
+    assert response.status_code == refused_status(view, method)
     assert "Okafor" not in response.content.decode()
     if method == "post":
         assert state(view, world, "other") == before
@@ -369,7 +513,7 @@ def test_it_answers_404_for_another_locations_object(client, world, view, method
 def test_it_answers_404_for_an_object_that_does_not_exist(client, world, view, method):
     world.login(client, "everything")
     response = getattr(client, method)(reverse(view, args=[987654321]), {})
-    assert response.status_code == (405 if method == "post" and view in READ_ONLY else 404)
+    assert response.status_code == refused_status(view, method)
 
 
 @pytest.mark.parametrize("view", sorted(READ_ONLY))
@@ -383,7 +527,7 @@ def test_it_refuses_post_on_read_only_views(client, world, view):
 
 def test_it_lets_the_strongest_north_user_reach_every_north_object(client, world):
     world.login(client, "everything")
-    for view in OBJECT_OF:
+    for view in sorted(set(OBJECT_OF) - POST_ONLY):
         assert client.get(world.url(view, "own")).status_code == 200, view
 
 

@@ -114,7 +114,7 @@ def test_it_signs_out_after_the_idle_timeout(client, front_desk):
     backdate_session(client, idle=settings.SESSION_IDLE_TIMEOUT + 1)
     response = client.get(reverse("patients:list"))
     assert response.status_code == 302
-    assert response["Location"] == f"{LOGIN}?next=/patients/"
+    assert response["Location"] == f"{LOGIN}?next=%2Fpatients%2F"
     assert "_auth_user_id" not in client.session
     page = client.get(response["Location"])
     assert "You were signed out after a period of inactivity." in page.content.decode()
@@ -259,3 +259,11 @@ def test_it_marks_cookies_httponly_and_samesite(client, front_desk):
     assert session_cookie["httponly"]
     assert session_cookie["samesite"] == "Lax"
     assert session_cookie["expires"] == ""  # ends with the browser
+
+
+def test_it_does_not_rewrite_the_session_on_every_request(client, front_desk):
+    client.force_login(front_desk)
+    client.get(reverse("patients:list"))
+    first = client.session["_session_last_seen"]
+    client.get(reverse("patients:list"))
+    assert client.session["_session_last_seen"] == first  # within the same minute

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import io
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -10,12 +11,14 @@ from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.core.management import CommandError, call_command
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from locations.access import locations_for
+from followups.models import CadenceRule, ContactAttempt, Discharge, Followup
+from followups.selectors import BUCKETS, WorklistFilters, worklist, worklist_counts
+from locations.access import CHANGE_PATIENTS, locations_for
 from locations.management import demo_data as demo
 from locations.models import WEEKDAYS, Location, LocationGrant
 from patients.models import (
@@ -36,7 +39,8 @@ USERNAMES = [spec.username for spec in demo.USERS]
 
 def _seed() -> str:
     out = io.StringIO()
-    call_command("seed_demo", patients=60, stdout=out)
+    # Enough patients for every follow-up bucket to show up whatever the date.
+    call_command("seed_demo", patients=250, stdout=out)
     return out.getvalue()
 
 
@@ -54,7 +58,7 @@ def _printed_passwords(output: str) -> dict[str, str]:
 def seeded(django_db_setup, django_db_blocker) -> Iterator[str]:
     """Seed once per class; each test then runs in a savepoint inside this transaction.
 
-    Seeding takes most of a second, so a fresh seed per test would dominate the file.
+    Seeding takes a couple of seconds, so a fresh seed per test would dominate the file.
     Class-scoped fixtures run before conftest's function-scoped fast hasher, hence
     the hasher here too: the tests log in with the printed passwords.
     """
@@ -171,7 +175,8 @@ class TestSeededDemo:
             assert opens <= f"{local:%H:%M}" and f"{appointment.local_end:%H:%M}" <= closes
 
     def test_it_audits_every_bulk_row_as_the_system_actor(self, seeded):
-        for model in (Patient, Household, ChannelConsent, ExternalIdentifier, Appointment):
+        models = (Patient, Household, ChannelConsent, ExternalIdentifier, Appointment)
+        for model in (*models, Discharge, Followup):
             logged = set(
                 LogEntry.objects.filter(
                     content_type=ContentType.objects.get_for_model(model),
@@ -182,6 +187,109 @@ class TestSeededDemo:
             rows = {str(pk) for pk in model.objects.values_list("pk", flat=True)}
             assert rows, model
             assert rows <= logged, model
+
+    def test_it_ships_cadence_rules_for_each_kind_of_practice(self, seeded):
+        kinds = {spec.slug: spec.kind for spec in demo.LOCATIONS}
+        rules = {
+            rule.name: rule
+            for rule in CadenceRule.objects.select_related("followup_type").prefetch_related(
+                "trigger_types", "satisfying_types", "locations"
+            )
+        }
+        assert set(rules) == {spec.name for spec in demo.CADENCES}
+        for spec in demo.CADENCES:
+            rule = rules[spec.name]
+            assert not rule.all_locations
+            assert {kinds[location.slug] for location in rule.locations.all()} == {spec.kind}
+            assert (rule.event, rule.interval_value, rule.interval_unit) == (
+                spec.event,
+                *spec.interval,
+            )
+            assert {t.code for t in rule.trigger_types.all()} == set(spec.triggers)
+            assert {t.code for t in rule.satisfying_types.all()} == set(spec.satisfying)
+            assert rule.max_attempts == 3
+            assert rule.outreach_plan
+        values = {spec.name: spec.value for spec in demo.FOLLOWUP_TYPES}
+        assert {r.followup_type.name: r.followup_type.value for r in rules.values()} == values
+
+    def test_it_derives_followups_as_the_event_services_would(self, seeded):
+        now = timezone.now()
+        ahead: dict[int, dict[int, int]] = {}  # patient → appointment → type, booked ahead
+        for pk, patient_id, type_id in Appointment.objects.filter(
+            status__in=["scheduled", "confirmed"], start__gt=now
+        ).values_list("pk", "patient_id", "appointment_type_id"):
+            ahead.setdefault(patient_id, {})[pk] = type_id
+        followups = Followup.objects.select_related(
+            "rule", "source_appointment__location"
+        ).prefetch_related("rule__satisfying_types", "rule__locations")
+        for followup in followups:
+            rule = followup.rule
+            satisfying = {t.pk for t in rule.satisfying_types.all()}
+            waiting_on = {
+                pk for pk, t in ahead.get(followup.patient_id, {}).items() if t in satisfying
+            }
+            if followup.status == "scheduled":
+                assert followup.scheduled_appointment_id in waiting_on
+            elif followup.status in ("open", "contacted"):
+                assert not waiting_on, "chased while a satisfying visit is booked"
+            source = followup.source_appointment
+            if source is not None:  # else started by a discharge
+                assert source.location in rule.locations.all()
+                assert followup.due_date == rule.due_after(source.local_start.date())
+            assert followup.lapses_on == followup.due_date + dt.timedelta(rule.lapse_after_days)
+        discharge_visits = {
+            (a.patient_id, a.local_start.date())
+            for a in Appointment.objects.select_related("location").filter(
+                appointment_type__code="pt-discharge-visit", status="completed"
+            )
+        }
+        discharges = Discharge.objects.select_related("location")
+        assert discharges
+        for discharge in discharges:
+            assert discharge.location.slug == "lakeside-seattle"
+            assert (discharge.patient_id, discharge.discharged_on) in discharge_visits
+
+    def test_its_worklists_show_every_bucket_in_believable_numbers(self, seeded):
+        admin = get_user_model().objects.get(username="admin")
+        totals: Counter[str] = Counter()
+        for location in Location.objects.all():
+            today = timezone.now().astimezone(location.tz).date()
+            filters = WorklistFilters(location=location)
+            counts = worklist_counts(user=admin, filters=filters, today=today)
+            totals.update(counts)
+            # A morning's work, not the whole register.
+            patients = Patient.objects.filter(home_location=location).count()
+            assert counts["overdue"] + counts["due"] < 0.3 * patients
+        assert all(totals[bucket] > 0 for bucket in BUCKETS), totals
+        statuses = Counter(Followup.objects.values_list("status", flat=True))
+        # Mostly worked: more recalls ended in a visit than lapsed.
+        assert statuses["done"] > statuses["lapsed"] > 0
+        assert statuses["scheduled"] > 0
+
+        frontdesk = get_user_model().objects.get(username="frontdesk")
+        riverside = Location.objects.get(slug="riverside-austin")
+        today = timezone.now().astimezone(riverside.tz).date()
+        rows = list(worklist(user=frontdesk, filters=WorklistFilters(), today=today))
+        assert rows
+        assert {row.location for row in rows} == {riverside}
+        assert {row.bucket for row in rows} <= {"overdue", "due"}
+
+    def test_its_contact_attempts_are_recent_and_by_staff_of_the_location(self, seeded):
+        now = timezone.now()
+        attempts = ContactAttempt.objects.select_related("followup__location", "staff")
+        assert attempts
+        for attempt in attempts:
+            assert now - dt.timedelta(weeks=6) < attempt.attempted_at < now
+            assert attempt.followup.location in locations_for(attempt.staff, CHANGE_PATIENTS)
+            # Logged as the colleague who made the call, not as the system.
+            entry = LogEntry.objects.get_for_object(attempt).get(action=LogEntry.Action.CREATE)
+            assert entry.actor == attempt.staff
+        tried = Followup.objects.select_related("rule").annotate(n=Count("attempts"))
+        assert {f.status for f in tried if f.n} == {"contacted"}
+        assert all(f.n < f.rule.max_attempts for f in tried)
+        assert not any(f.status == "contacted" and not f.n for f in tried)
+        assigned = set(tried.values_list("assigned_to__username", flat=True))
+        assert assigned == {None, "frontdesk", "frontdesk2"}
 
     def test_it_adds_nothing_when_run_again(self, seeded):
         counts = [

@@ -471,3 +471,100 @@ DO_NOT_CONTACT_REASONS = (
     "Contact through the care coordinator only",
     "Bounced e-mail and disconnected phone; verify details in person",
 )
+
+
+@dataclass(frozen=True)
+class DemoFollowupType:
+    code: str
+    name: str
+    value: int  # priority among equally overdue follow-ups
+
+
+FOLLOWUP_TYPES: tuple[DemoFollowupType, ...] = (
+    DemoFollowupType("hygiene-recall", "Hygiene recall", 80),
+    DemoFollowupType("periodic-exam-recall", "Periodic exam recall", 70),
+    DemoFollowupType("pt-re-evaluation", "PT re-evaluation", 90),
+    DemoFollowupType("pt-maintenance", "PT maintenance check-in", 50),
+    DemoFollowupType("membership-review", "Membership review", 40),
+)
+
+
+@dataclass(frozen=True)
+class DemoCadence:
+    """A cadence rule, scoped to the demo locations of one kind."""
+
+    name: str
+    followup_type: str  # DemoFollowupType.code
+    interval: tuple[int, str]  # (value, CadenceRule.Unit)
+    satisfying: tuple[str, ...]  # appointment type codes
+    kind: str
+    triggers: tuple[str, ...] = ()  # appointment type codes; none for a discharge rule
+    event: str = "completed"
+    outreach_plan: str = "Standard recall"
+    max_attempts: int = 3
+    lapse_after_days: int = 180
+
+
+CADENCES: tuple[DemoCadence, ...] = (
+    DemoCadence(
+        "Hygiene recall, 6 months",
+        "hygiene-recall",
+        (6, "months"),
+        satisfying=("hygiene-cleaning",),
+        kind=DENTAL,
+        triggers=("hygiene-cleaning",),
+    ),
+    DemoCadence(
+        "Periodic exam, 12 months",
+        "periodic-exam-recall",
+        (12, "months"),
+        satisfying=("periodic-exam", "comprehensive-exam"),
+        kind=DENTAL,
+        triggers=("comprehensive-exam", "periodic-exam"),
+    ),
+    # A check two weeks after discharge that the home program holds up.
+    DemoCadence(
+        "PT re-evaluation, 14 days after discharge",
+        "pt-re-evaluation",
+        (14, "days"),
+        satisfying=("pt-re-evaluation",),
+        kind=PHYSICAL_THERAPY,
+        event="discharged",
+        outreach_plan="PT re-eval",
+        lapse_after_days=30,
+    ),
+    DemoCadence(
+        "PT maintenance check-in, 90 days",
+        "pt-maintenance",
+        (90, "days"),
+        satisfying=("pt-treatment-session", "pt-initial-evaluation"),
+        kind=PHYSICAL_THERAPY,
+        triggers=("pt-discharge-visit",),
+        outreach_plan="PT re-eval",
+        lapse_after_days=90,
+    ),
+    DemoCadence(
+        "Annual membership review",
+        "membership-review",
+        (1, "years"),
+        satisfying=("membership-review",),
+        kind=WELLNESS,
+        triggers=("membership-review",),
+        outreach_plan="Membership renewal",
+        lapse_after_days=90,
+    ),
+)
+
+# What staff note after a call about a recall (the outcome is recorded separately).
+ATTEMPT_NOTES = {
+    "declined": (
+        "Busy season at work; asked us to call again after the holidays.",
+        "Will book online once the new insurance card arrives.",
+        "Prefers to wait until the spring.",
+    ),
+    "left_message": (
+        "Left the office number and the next open Tuesday slots.",
+        "Voicemail full at first, left a short message on the second try.",
+    ),
+    "no_answer": ("", "", "Rang out; no voicemail set up."),
+}

@@ -3,8 +3,10 @@
 `DemoSeeder` plans every patient in memory from the tables in `demo_data`, then
 writes them in a few batches through `practicecrm.audit.bulk_create_audited`, so
 the audit trail holds a CREATE entry for every row, as an import would leave.
-Single rows (locations, staff, grants, catalogue, household links, sharing) are
-saved one by one, which auditlog's signals record.
+Single rows (locations, staff, grants, catalogue, cadence rules, household links,
+sharing) are saved one by one, which auditlog's signals record. Follow-ups come
+last, from the history, through `followups.services.followups_backfill`; then the
+front desk's recent calls about some of them.
 """
 
 import datetime as dt
@@ -12,21 +14,27 @@ import itertools
 import random
 import re
 import zlib
-from collections import Counter
-from collections.abc import Mapping
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from auditlog.context import auditlog_value, set_actor
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
+from django.db.models import Count
 from django.utils import timezone
 from faker import Faker
 
+from followups.models import CadenceRule, ContactAttempt, Discharge, Followup, FollowupType
+from followups.selectors import WorklistFilters, worklist_counts
+from followups.services import followups_backfill
 from locations.access import CHANGE_PATIENTS, ROLE_PERMISSIONS
 from locations.management import demo_data as demo
-from locations.models import WEEKDAYS, Location, LocationGrant
+from locations.models import WEEKDAYS, Location, LocationGrant, Role
 from patients.models import (
     Appointment,
     AppointmentType,
@@ -39,7 +47,7 @@ from patients.models import (
 from patients.models import Channel as ConsentChannel
 from patients.phones import normalize_phone
 from patients.search import fold
-from practicecrm.audit import bulk_create_audited, get_system_user
+from practicecrm.audit import bulk_create_audited, get_system_user, update_audited
 
 User = get_user_model()
 T = TypeVar("T")
@@ -52,6 +60,8 @@ ESTABLISHED_SHARE = 0.80  # first visit 24–30 months ago; the rest joined sinc
 LAPSED_SHARE = 0.22  # active patients who stopped coming: due or overdue for recall
 UPCOMING_CHANCE = 0.29  # of active, still-attending patients: ~20% of everyone
 EHR_MRN_SHARE = 0.93
+ATTEMPTED_SHARE = 0.30  # of due and overdue follow-ups: someone already called or wrote
+ASSIGNED_SHARE = 0.35  # of due and overdue follow-ups where a front desk works: assigned
 
 Status = Patient.Status
 Channel = Patient.PreferredChannel
@@ -176,6 +186,7 @@ class Site:
     today: dt.date  # in the location's time zone
     providers: dict[str, list[Provider]] = field(default_factory=dict)  # by title
     recorders: list[Any] = field(default_factory=list)  # staff who record consent here
+    front_desk: list[Any] = field(default_factory=list)  # who works the recall list here
 
 
 @dataclass
@@ -208,6 +219,9 @@ class DemoSeeder:
         self.emails: set[str] = set()
         self.appointments: list[Appointment] = []
         self.appointment_numbers = itertools.count(1)
+        self.discharges: list[Discharge] = []
+        # Its own stream for what follow-ups add, so the history stays what it was.
+        self.recall_rng = random.Random(f"{seed}:followups")
         self.system_user: Any = None
 
     # --- the run ------------------------------------------------------------------
@@ -228,6 +242,11 @@ class DemoSeeder:
         for plan in plans:
             self._history(plan)
         bulk_create_audited(Appointment, self.appointments)
+        bulk_create_audited(Discharge, self.discharges)
+        # Follow-ups as the event services would have left them, had every visit
+        # been entered through them; then what the front desk did about some.
+        followups = followups_backfill(patient_ids=[plan.patient.pk for plan in plans])
+        attempts = self._work_the_lists(plans, followups)
 
         counts: Counter[str] = Counter(
             locations=len(self.sites),
@@ -237,9 +256,19 @@ class DemoSeeder:
             consents=len(consents),
             external_ids=len(external_ids),
             appointments=len(self.appointments),
+            discharges=len(self.discharges),
+            followups=len(followups),
+            attempts=len(attempts),
         )
         counts.update(f"patient:{plan.patient.status}" for plan in plans)
         counts.update(f"visit:{appointment.status}" for appointment in self.appointments)
+        counts.update(
+            {
+                f"followup:{status}": n
+                for status, n in Followup.objects.values_list("status").annotate(n=Count("pk"))
+            }
+        )
+        counts.update(self._worklist_counts())
         counts["patients_upcoming"] = len(
             {a.patient_id for a in self.appointments if a.start > self.now}
         )
@@ -309,6 +338,8 @@ class DemoSeeder:
                 LocationGrant.objects.create(user=user, location=site.location, role=spec.role)
                 if CHANGE_PATIENTS in ROLE_PERMISSIONS[spec.role]:
                     site.recorders.append(user)
+                if spec.role == Role.FRONT_DESK:
+                    site.front_desk.append(user)
         for site in self.sites.values():
             # Consents are recorded by the people at the desk; the admin only where
             # nobody else may edit patients.
@@ -324,6 +355,32 @@ class DemoSeeder:
             provider.locations.set([self.sites[slug].location for slug in person.locations])
             for slug in person.locations:
                 self.sites[slug].providers.setdefault(person.title, []).append(provider)
+        self._create_cadences()
+
+    def _create_cadences(self) -> None:
+        followup_types = {
+            spec.code: FollowupType.objects.create(name=spec.name, code=spec.code, value=spec.value)
+            for spec in demo.FOLLOWUP_TYPES
+        }
+        for spec in demo.CADENCES:
+            value, unit = spec.interval
+            rule = CadenceRule.objects.create(
+                name=spec.name,
+                event=spec.event,
+                interval_value=value,
+                interval_unit=unit,
+                followup_type=followup_types[spec.followup_type],
+                all_locations=False,
+                outreach_plan=spec.outreach_plan,
+                max_attempts=spec.max_attempts,
+                lapse_after_days=spec.lapse_after_days,
+            )
+            # set() sends m2m_changed, which auditlog records as changes of the rule.
+            rule.trigger_types.set([self.types[code] for code in spec.triggers])
+            rule.satisfying_types.set([self.types[code] for code in spec.satisfying])
+            rule.locations.set(
+                [site.location for site in self.sites.values() if site.spec.kind == spec.kind]
+            )
 
     # --- patients ----------------------------------------------------------------------
 
@@ -741,13 +798,28 @@ class DemoSeeder:
                     return last
                 last = self._local_day(booked)
         if rng.random() < 0.8:  # the rest stop coming before they are discharged
-            self._book(
+            discharged = self._book(
                 plan,
                 site,
                 last + dt.timedelta(days=rng.randint(2, 7)),
                 "pt-discharge-visit",
                 Visit.COMPLETED,
             )
+            if discharged is not None:
+                day = self._local_day(discharged)
+                self.discharges.append(
+                    Discharge(
+                        patient=plan.patient,
+                        location=site.location,
+                        discharged_on=day,
+                        recorded_by=self.recall_rng.choice(site.recorders),
+                    )
+                )
+                if self.recall_rng.random() < 0.55:
+                    # Back two weeks later to check the home program holds up.
+                    recheck = day + dt.timedelta(days=rng.randint(12, 20))
+                    status = self._past_status(kind=site.spec.kind)
+                    self._book(plan, site, recheck, "pt-re-evaluation", status)
         return last
 
     def _wellness_history(self, plan: PatientPlan) -> None:
@@ -880,3 +952,125 @@ class DemoSeeder:
     @staticmethod
     def _local_day(appointment: Appointment) -> dt.date:
         return appointment.start.date()  # start is built in the location's zone
+
+    # --- follow-ups ----------------------------------------------------------------------
+
+    def _work_the_lists(self, plans: list[PatientPlan], followups: list[Followup]) -> list[Any]:
+        """Recent calls and messages about some due follow-ups, and who works which.
+
+        About a third of the patients due or overdue at a location, and who may be
+        contacted, had one or two attempts in the last weeks — one call covers
+        every recall they are due for there, and each of those follow-ups logs it.
+        None reached the rules' max attempts, nor booked (a booking would be in the
+        history). Some patients are assigned to a front-desk colleague.
+        """
+        rng = self.recall_rng
+        plan_of = {plan.patient.pk: plan for plan in plans}
+        site_of = {site.location.pk: site for site in self.sites.values()}
+        due_now: dict[tuple[int, int], list[Followup]] = defaultdict(list)
+        for followup in followups:
+            site, patient = site_of[followup.location_id], plan_of[followup.patient_id].patient
+            is_due = followup.status == Followup.Status.OPEN and followup.due_date <= site.today
+            if is_due and not patient.contact_blockers:  # else on nobody's worklist
+                due_now[followup.patient_id, followup.location_id].append(followup)
+
+        attempts: dict[Any, list[ContactAttempt]] = defaultdict(list)  # by staff member
+        assigned: dict[Any, list[int]] = defaultdict(list)
+        for (patient_id, location_id), theirs in due_now.items():
+            site, patient = site_of[location_id], plan_of[patient_id].patient
+            if rng.random() < ATTEMPTED_SHARE:
+                staff = rng.choice(site.front_desk or site.recorders)
+                tries = self._tries(min(f.due_date for f in theirs), patient, site)
+                attempts[staff] += [
+                    ContactAttempt(followup=followup, staff=staff, **attempt)
+                    for followup in theirs
+                    for attempt in tries
+                ]
+            if site.front_desk and rng.random() < ASSIGNED_SHARE:
+                assigned[rng.choice(site.front_desk)] += [followup.pk for followup in theirs]
+
+        for staff, rows in attempts.items():
+            # Written as the colleague who logged them, as the "log attempt" button would.
+            with _recorded_by(staff):
+                bulk_create_audited(ContactAttempt, rows)
+                update_audited(
+                    Followup.objects.filter(pk__in={row.followup.pk for row in rows}),
+                    status=Followup.Status.CONTACTED,
+                )
+        for user, pks in assigned.items():
+            update_audited(Followup.objects.filter(pk__in=pks), assigned_to=user)
+        return [row for rows in attempts.values() for row in rows]
+
+    def _tries(self, due: dt.date, patient: Patient, site: Site) -> list[dict[str, Any]]:
+        """One or two tries on distinct days, the fields of a ContactAttempt each."""
+        rng = self.recall_rng
+        # From two weeks before the due date (recall outreach starts early), and
+        # within the last five weeks.
+        earliest = max(due, site.today - dt.timedelta(days=21)) - dt.timedelta(days=14)
+        span = (site.today - earliest).days
+        days = sorted(rng.sample(range(span + 1), k=min(span + 1, rng.choice((1, 1, 2)))))
+        tries = []
+        for index, offset in enumerate(days):
+            at = dt.datetime.combine(
+                earliest + dt.timedelta(days=offset),
+                dt.time(rng.randint(9, 16), rng.randrange(0, 60, 5)),
+                tzinfo=site.location.tz,
+            )
+            if at >= self.now:  # today, later than now: earlier this morning then
+                at = self.now - dt.timedelta(minutes=rng.randint(20, 150))
+            last = index == len(days) - 1
+            channel, outcome, phone = self._attempt_kind(patient, may_decline=last)
+            note = rng.choice(demo.ATTEMPT_NOTES.get(outcome, ("",)))
+            tries.append(
+                {
+                    "channel": channel,
+                    "outcome": outcome,
+                    "note": note,
+                    "phone": phone,
+                    "attempted_at": at,
+                }
+            )
+        return tries
+
+    def _attempt_kind(self, patient: Patient, *, may_decline: bool) -> tuple[str, str, str]:
+        """(channel, outcome, number) on the way the patient prefers, mostly."""
+        rng = self.recall_rng
+        Outcome, How = ContactAttempt.Outcome, ContactAttempt.Channel
+        preferred = patient.preferred_channel
+        if preferred == Channel.SMS and patient.mobile_phone and rng.random() < 0.6:
+            return How.SMS, Outcome.NO_ANSWER, patient.mobile_phone  # no reply (yet)
+        if preferred == Channel.EMAIL and patient.email and rng.random() < 0.6:
+            return How.EMAIL, Outcome.NO_ANSWER, ""
+        phone = patient.mobile_phone or patient.home_phone
+        if not phone:
+            return How.LETTER, Outcome.NO_ANSWER, ""
+        outcomes = {Outcome.NO_ANSWER: 40, Outcome.LEFT_MESSAGE: 40}
+        if may_decline:
+            outcomes[Outcome.DECLINED] = 20
+        outcome = _pick(rng, outcomes)
+        return (How.VOICEMAIL if outcome == Outcome.LEFT_MESSAGE else How.CALL), outcome, phone
+
+    def _worklist_counts(self) -> Counter[str]:
+        """Per location, what its Today page counts in each bucket (as seen by the admin)."""
+        admin = User.objects.get(username=next(u.username for u in demo.USERS if u.is_superuser))
+        counts: Counter[str] = Counter()
+        for slug, site in self.sites.items():
+            filters = WorklistFilters(location=site.location)
+            for bucket, n in worklist_counts(user=admin, filters=filters, today=site.today).items():
+                counts[f"worklist:{slug}:{bucket}"] = n
+        return counts
+
+
+@contextmanager
+def _recorded_by(user: Any) -> Iterator[None]:
+    """Audit entries inside the block name `user`; the surrounding actor returns after.
+
+    auditlog's set_actor() leaves its actor in the context variable when it ends,
+    so the variable is restored by hand (as practicecrm.audit.system_actor does).
+    """
+    token = auditlog_value.set({})
+    try:
+        with set_actor(user):
+            yield
+    finally:
+        auditlog_value.reset(token)

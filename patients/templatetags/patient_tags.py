@@ -42,6 +42,10 @@ def entry_subject(entry: LogEntry) -> str:
         return f"Appointment {entry.object_repr}"
     if model == "externalidentifier":
         return f"External id {entry.object_repr}"
+    if model == "followup":
+        return f"Follow-up {entry.object_repr}"
+    if model == "contactattempt":
+        return f"Contact attempt ({entry.object_repr})"
     return entry.object_repr
 
 

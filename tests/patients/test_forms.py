@@ -154,8 +154,23 @@ def test_it_keeps_an_existing_patients_home_elsewhere_on_the_choices(front_desk,
     assert set(form.fields["home_location"].queryset) == {north, south}
 
 
-def test_it_drops_the_home_location_from_the_shared_ones(front_desk, north, south):
-    form = patient_form(front_desk, patient_data(north) | {"shared_with": [north.pk, south.pk]})
+def test_it_drops_the_home_location_from_the_shared_ones(north, south):
+    both = staff(Role.FRONT_DESK, north, south, username="both-places")
+    form = patient_form(both, patient_data(north) | {"shared_with": [north.pk, south.pk]})
+    assert form.is_valid(), form.errors
+    assert list(form.cleaned_data["shared_with"]) == [south]
+
+
+def test_it_refuses_sharing_with_a_location_the_user_holds_no_role_at(front_desk, north, south):
+    form = patient_form(front_desk, patient_data(north) | {"shared_with": [south.pk]})
+    assert "shared_with" in form.errors
+
+
+def test_it_keeps_shares_the_user_cannot_change(front_desk, north, south):
+    patient = PatientFactory(home_location=north)
+    patient.shared_with.add(south)
+    data = patient_data(north) | {"shared_with": []}
+    form = patient_form(front_desk, data, instance=patient)
     assert form.is_valid(), form.errors
     assert list(form.cleaned_data["shared_with"]) == [south]
 
@@ -366,3 +381,26 @@ def test_it_shows_an_existing_appointment_in_its_locations_time(front_desk, sout
     assert form.initial["date"] == dt.date(2026, 1, 15)
     assert form.initial["start_time"] == dt.time(9, 0)
     assert form.initial["end_time"] == dt.time(9, 30)
+
+
+def test_it_refuses_a_time_that_does_not_exist_when_clocks_spring_forward(front_desk, north):
+    north.time_zone = "America/Chicago"
+    north.save()
+    patient = PatientFactory(home_location=north)
+    form = appointment_form(
+        front_desk, patient, date="2026-03-08", start_time="02:30", end_time="03:15"
+    )
+    assert "does not exist on Mar 8, 2026" in form.errors["start_time"][0]
+    assert "end_time" not in form.errors
+
+
+def test_it_accepts_a_visit_spanning_the_spring_forward_hour(front_desk, north):
+    north.time_zone = "America/Chicago"
+    north.save()
+    patient = PatientFactory(home_location=north)
+    form = appointment_form(
+        front_desk, patient, date="2026-03-08", start_time="01:30", end_time="03:30"
+    )
+    assert form.is_valid(), form.errors
+    # 01:30 CST to 03:30 CDT is one real hour.
+    assert form.instance.end - form.instance.start == dt.timedelta(hours=1)

@@ -235,3 +235,11 @@ def test_it_leaves_accesses_out_of_the_timeline(client, front_desk, nunez):
     client.get(nunez.get_absolute_url())
     timeline, _ = selectors.patient_timeline(patient=nunez)
     assert all(item.entry.action != item.entry.Action.ACCESS for item in timeline if item.entry)
+
+
+def test_it_reads_a_two_digit_birth_year_in_the_past():
+    from patients.search import parse_query
+
+    assert parse_query("03/07/55").dob == dt.date(1955, 3, 7)
+    assert parse_query("03/07/05").dob == dt.date(2005, 3, 7)
+    assert parse_query("March 7 1955").dob == dt.date(1955, 3, 7)

@@ -97,7 +97,8 @@ def test_it_moves_a_patient_between_households(north_patient, north):
     new.refresh_from_db()
     assert north_patient.household == new
     assert new.primary_contact == north_patient
-    assert old.primary_contact == north_patient  # the old household keeps its history
+    # Reminders of the household left behind no longer go to someone who left it.
+    assert old.primary_contact is None
 
 
 def test_it_stops_a_patient_being_the_household_contact(north_patient):

@@ -231,8 +231,8 @@ def test_it_edits_contact_details(logged_in, north_patient, north, south):
         "home_phone": "",
         "email": "zoey@example.test",
         "home_location": north.pk,
-        "shared_with": [south.pk],
     }
+    north_patient.shared_with.add(south)  # shared elsewhere: kept, the user holds no role there
     response = logged_in.post(url, data)
     assert response.status_code == 302
     north_patient.refresh_from_db()

@@ -1,14 +1,18 @@
 """`manage.py seed_demo`: a fictional practice group to click through after `make run`.
 
 Four locations in four time zones, one staff account per role (printed with its
-password), about 2,000 patients with households, consents and external ids, and
-2+ years of appointment history plus upcoming visits. Running it again adds
-nothing and prints the accounts again.
+password), about 2,000 patients with households, consents and external ids,
+2+ years of appointment history plus upcoming visits, cadence rules for a dental
+group, a PT clinic and a wellness membership, and the follow-ups that history
+implies — some already called about, some assigned to the front desk. Running it
+again adds nothing and prints the accounts again.
 
 Everything is written under the system actor and lands in the audit trail:
-single rows (locations, staff, grants, catalogue, household links, sharing)
-through auditlog's signals, the bulk of the data through
+single rows (locations, staff, grants, catalogue, cadence rules, household links,
+sharing) through auditlog's signals, the bulk of the data through
 `practicecrm.audit.bulk_create_audited`, which writes the entries bulk_create skips.
+Contact attempts, and the follow-ups they marked contacted, are recorded as the
+colleague who logged them.
 """
 
 import time
@@ -21,6 +25,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.db.models import Prefetch
 
+from followups.models import Followup
+from followups.selectors import BUCKETS
 from locations.management import demo_data as demo
 from locations.management.demo_seeder import DEFAULT_SEED, DemoSeeder
 from locations.models import Location, LocationGrant
@@ -91,6 +97,7 @@ class Command(BaseCommand):
         zones = sorted({spec.time_zone for spec in demo.LOCATIONS})
         patient_states = {s.value: s.label.lower() for s in Patient.Status}
         visit_states = {s.value: s.label.lower() for s in Appointment.Status}
+        followup_states = {s.value: s.label.lower() for s in Followup.Status}
         lines = [
             ("locations", f"{counts['locations']} ({', '.join(zones)})"),
             ("staff accounts", f"{counts['staff']} (+ the inactive “system” actor)"),
@@ -103,8 +110,16 @@ class Command(BaseCommand):
                 f"{counts['appointments']:,} ({breakdown('visit:', visit_states)}); "
                 f"{counts['patients_upcoming']:,} patients have one coming up",
             ),
+            ("discharges", f"{counts['discharges']:,}"),
+            ("follow-ups", f"{counts['followups']:,} ({breakdown('followup:', followup_states)})"),
+            ("attempts", f"{counts['attempts']:,} calls, messages and letters in the last weeks"),
             ("audit entries", f"{counts['audit_entries']:,}"),
         ]
+        for index, spec in enumerate(demo.LOCATIONS):
+            # What each location's Today page counts, for anyone who may contact patients.
+            buckets = {f"{spec.slug}:{bucket}": bucket for bucket in BUCKETS}
+            label = "" if index else "worklists"
+            lines.append((label, f"{spec.name}: {breakdown('worklist:', buckets)}"))
         self.stdout.write(self.style.SUCCESS(f"Demo data loaded in {elapsed:.1f} s:"))
         for label, value in lines:
             self.stdout.write(f"  {label:<15} {value}")

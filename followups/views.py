@@ -1,0 +1,334 @@
+"""Follow-up pages: the Today worklist, actions on a follow-up, cadence rules.
+
+Access: reading follows patient visibility; every action needs CHANGE_PATIENTS on
+the patient (front desk, practice manager, admin). Another location's follow-up is
+a 404, through followups.selectors.followup_get.
+"""
+
+import datetime as dt
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+from django_htmx.middleware import HtmxDetails
+
+from followups import selectors, services
+from followups.forms import (
+    AttemptForm,
+    CadenceRuleForm,
+    DischargeForm,
+    DismissForm,
+    FollowupCreateForm,
+    SnoozeForm,
+)
+from followups.models import CadenceRule, Followup, FollowupType
+from locations.access import CHANGE_PATIENTS, MANAGE_LOCATION, locations_for
+from locations.models import Location
+from patients.models import Patient, Provider
+from patients.selectors import patient_get, user_locations
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+# --- Today worklist and follow-up actions -----------------------------------------
+
+_SESSION_LOCATION = "worklist_location"
+
+
+def _today_at(location: Location | None) -> dt.date:
+    """'Today' where the work happens: the chosen location's date, else the practice's."""
+    if location is not None:
+        return dt.datetime.now(tz=location.tz).date()
+    return timezone.localdate()
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def _pick_location(request: HttpRequest, locations: list[Location]) -> Location | None:
+    """The location from the picker, remembered in the session between visits."""
+    if "location" in request.GET:
+        request.session[_SESSION_LOCATION] = request.GET["location"]
+    chosen = request.session.get(_SESSION_LOCATION, "")
+    return next((loc for loc in locations if str(loc.pk) == chosen), None)
+
+
+def _default_channel(patient: Patient) -> str:
+    return {"sms": "sms", "email": "email"}.get(patient.preferred_channel, "call")
+
+
+def _row_context(followup: Followup, *, can_act: bool) -> dict:
+    patient = followup.patient
+    phone = patient.mobile_phone or patient.home_phone
+    form = AttemptForm(
+        initial={"channel": _default_channel(patient), "outcome": "no_answer", "phone": phone},
+        auto_id=f"id_%s_{followup.pk}",
+    )
+    return {
+        "f": followup,
+        "consents": {c.channel: c for c in patient.consents.all()},
+        "phone": phone,
+        "attempt_form": form,
+        "can_act": can_act,
+    }
+
+
+@require_safe
+@never_cache
+@login_required
+def today(request: HtmxHttpRequest) -> HttpResponse:
+    locations = user_locations(user=request.user)
+    if not locations:
+        return render(request, "no_access.html")
+    location = _pick_location(request, locations)
+    assigned = request.GET.get("assigned", "")
+    filters = selectors.WorklistFilters(
+        location=location,
+        bucket=request.GET.get("bucket", ""),
+        followup_type_id=_int(request.GET.get("type")),
+        provider_id=_int(request.GET.get("provider")),
+        assigned_to_id=request.user.pk if assigned == "me" else _int(assigned),
+    )
+    day = _today_at(location)
+    rows = selectors.worklist(user=request.user, filters=filters, today=day)
+    page = Paginator(rows, 25).get_page(request.GET.get("page"))
+    can_act = locations_for(request.user, CHANGE_PATIENTS).exists()
+    location_ids = [loc.pk for loc in locations]
+    context = {
+        "page": page,
+        "rows": [_row_context(f, can_act=can_act) for f in page.object_list],
+        "counts": selectors.worklist_counts(user=request.user, filters=filters, today=day),
+        "filters": filters,
+        "assigned": assigned,
+        "bucket": filters.bucket if filters.bucket in selectors.BUCKETS else "",
+        "bucket_labels": selectors.BUCKET_LABELS,
+        "buckets": selectors.BUCKETS,
+        "day": day,
+        "locations": locations,
+        "location": location,
+        "followup_types": FollowupType.objects.filter(is_active=True),
+        "providers": Provider.objects.filter(is_active=True, locations__in=location_ids).distinct(),
+        "staff": get_user_model()
+        .objects.filter(is_active=True, location_grants__location__in=location_ids)
+        .distinct()
+        .order_by("first_name", "last_name"),
+    }
+    return render(request, "followups/today.html", context)
+
+
+def _back(request: HttpRequest, followup: Followup) -> HttpResponse:
+    """Back where the action started: a safe `next`, else the patient page."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return redirect(target)
+    return redirect(followup.patient)
+
+
+def _row(request: HtmxHttpRequest, followup: Followup, **extra) -> HttpResponse:
+    row = selectors.worklist_row(
+        user=request.user, pk=followup.pk, today=_today_at(followup.location)
+    )
+    context = {**_row_context(row, can_act=True), **extra}
+    return render(request, "followups/_followup_row.html", context)
+
+
+@require_POST
+@login_required
+def log_attempt(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    followup = selectors.followup_get(user=request.user, pk=pk)
+    form = AttemptForm(request.POST)
+    error = ""
+    if form.is_valid():
+        try:
+            attempt = services.followup_log_attempt(
+                followup=followup, by=request.user, **form.cleaned_data
+            )
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
+        else:
+            if request.htmx:
+                return _row(request, followup, logged=attempt)
+            messages.success(request, f"Attempt logged: {attempt.get_outcome_display()}.")
+            return _back(request, followup)
+    else:
+        error = "Choose how you tried and what happened."
+    if request.htmx:
+        return _row(request, followup, error=error)
+    messages.error(request, error)
+    return _back(request, followup)
+
+
+@require_POST
+@login_required
+def snooze(request: HttpRequest, pk: int) -> HttpResponse:
+    followup = selectors.followup_get(user=request.user, pk=pk)
+    if request.POST.get("wake"):
+        services.followup_snooze(followup=followup, until=None, by=request.user)
+        messages.success(request, "The follow-up is back on the worklist.")
+        return _back(request, followup)
+    form = SnoozeForm(request.POST)
+    if form.is_valid():
+        services.followup_snooze(
+            followup=followup, until=form.cleaned_data["until"], by=request.user
+        )
+        messages.success(request, f"Snoozed until {form.cleaned_data['until']:%b %-d, %Y}.")
+    else:
+        messages.error(request, f"Not snoozed: {' '.join(str(e) for e in form.errors['until'])}")
+    return _back(request, followup)
+
+
+@require_POST
+@login_required
+def dismiss(request: HttpRequest, pk: int) -> HttpResponse:
+    followup = selectors.followup_get(user=request.user, pk=pk)
+    form = DismissForm(request.POST)
+    if form.is_valid():
+        services.followup_dismiss(
+            followup=followup, reason=form.cleaned_data["reason"], by=request.user
+        )
+        messages.success(request, "Follow-up dismissed. You can reopen it from the patient page.")
+    else:
+        messages.error(
+            request, "Not dismissed: say why, so colleagues know whether to pick it up again."
+        )
+    return _back(request, followup)
+
+
+@require_POST
+@login_required
+def reopen(request: HttpRequest, pk: int) -> HttpResponse:
+    followup = selectors.followup_get(user=request.user, pk=pk)
+    try:
+        services.followup_reopen(followup=followup, by=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, "Follow-up reopened.")
+    return _back(request, followup)
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def followup_create(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = patient_get(user=request.user, pk=pk, perm=CHANGE_PATIENTS)
+    locations = locations_for(request.user, CHANGE_PATIENTS)
+    form = FollowupCreateForm(
+        request.POST or None,
+        locations=locations,
+        initial={"location": patient.home_location_id, "due_date": timezone.localdate()},
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.followup_create(patient=patient, by=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                form.add_error(field if field in form.fields else None, errors)
+        else:
+            messages.success(request, "Follow-up added.")
+            return redirect(patient)
+    return render(request, "followups/followup_form.html", {"form": form, "patient": patient})
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def discharge(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = patient_get(user=request.user, pk=pk, perm=CHANGE_PATIENTS)
+    locations = locations_for(request.user, CHANGE_PATIENTS)
+    form = DischargeForm(
+        request.POST or None,
+        locations=locations,
+        initial={"location": patient.home_location_id, "discharged_on": timezone.localdate()},
+    )
+    if request.method == "POST" and form.is_valid():
+        services.discharge_record(
+            patient=patient,
+            location=form.cleaned_data["location"],
+            on=form.cleaned_data["discharged_on"],
+            by=request.user,
+        )
+        messages.success(request, "Discharge recorded; follow-ups after discharge were planned.")
+        return redirect(patient)
+    return render(request, "followups/discharge_form.html", {"form": form, "patient": patient})
+
+
+# --- Cadence rules ------------------------------------------------------------------
+
+RULE_LISTS = ("trigger_types", "satisfying_types", "locations")
+
+
+def _rule_form(request: HttpRequest, rule: CadenceRule) -> CadenceRuleForm:
+    locations, everywhere = selectors.rule_location_choices(user=request.user)
+    return CadenceRuleForm(
+        request.POST or None, instance=rule, locations=locations, all_locations_allowed=everywhere
+    )
+
+
+def _save_rule(request: HttpRequest, form: CadenceRuleForm) -> CadenceRule | None:
+    """Save through the service, which re-checks overlaps under a lock: a competing
+    rule saved by someone else since the form was validated lands on the form."""
+    lists = {name: form.cleaned_data[name] for name in RULE_LISTS}
+    try:
+        return services.rule_save(rule=form.save(commit=False), by=request.user, **lists)
+    except ValidationError as exc:
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+        return None
+
+
+@require_safe
+@never_cache
+@login_required
+def rules(request: HttpRequest) -> HttpResponse:
+    """Managers and admins read the rules of their locations; admins change them."""
+    if not selectors.can_read_rules(user=request.user):
+        raise Http404("No cadence rules here.")
+    rule_page = Paginator(selectors.rule_list(user=request.user), 50).get_page(
+        request.GET.get("page")
+    )
+    context = {
+        "page": rule_page,
+        "can_create": locations_for(request.user, MANAGE_LOCATION).exists(),
+    }
+    return render(request, "followups/rule_list.html", context)
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def rule_create(request: HttpRequest) -> HttpResponse:
+    if not locations_for(request.user, MANAGE_LOCATION).exists():
+        raise Http404("You cannot manage cadence rules at any location.")
+    form = _rule_form(request, CadenceRule())
+    if request.method == "POST" and form.is_valid():
+        rule = _save_rule(request, form)
+        if rule is not None:
+            messages.success(request, f"Rule “{rule.name}” added.")
+            return redirect("followups:rules")
+    return render(request, "followups/rule_form.html", {"form": form})
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def rule_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    rule = selectors.rule_get(user=request.user, pk=pk)
+    # The form writes what was typed onto the rule; the page title keeps the saved name.
+    saved_name = rule.name
+    form = _rule_form(request, rule)
+    if request.method == "POST" and form.is_valid() and _save_rule(request, form) is not None:
+        messages.success(request, f"Rule “{rule.name}” saved.")
+        return redirect("followups:rules")
+    return render(request, "followups/rule_form.html", {"form": form, "rule_name": saved_name})

@@ -1,0 +1,27 @@
+"""Template context shared by every page."""
+
+from functools import cached_property
+
+from django.http import HttpRequest
+
+from followups.selectors import can_read_rules
+
+
+class Nav:
+    """What the main navigation offers the user, computed only when a template asks."""
+
+    def __init__(self, user) -> None:
+        self.user = user
+
+    @cached_property
+    def can_read_rules(self) -> bool:
+        return can_read_rules(user=self.user)
+
+
+def nav(request: HttpRequest) -> dict[str, Nav]:
+    # Kept on the request: a page rendered in several templates still asks once.
+    cached = getattr(request, "_nav", None)
+    if cached is None:
+        cached = Nav(request.user)
+        setattr(request, "_nav", cached)  # noqa: B010
+    return {"nav": cached}
