@@ -318,11 +318,19 @@ def followup_log_attempt(
         return attempt
 
     booking = _satisfying_booking(followup)
-    if outcome == Outcome.BOOKED or booking is not None:
+    if booking is not None:
         # Never chased while a satisfying visit is booked: an attempt logged from the
         # patient page meanwhile must not put the follow-up back on the worklist.
         followup.status = Followup.Status.SCHEDULED
         followup.scheduled_appointment = booking
+    elif outcome == Outcome.BOOKED:
+        # Booked in the scheduler, not here yet: off the worklist for a week while
+        # the appointment arrives (which marks it scheduled); back on it if it never
+        # does, rather than waiting forever on a booking nobody recorded.
+        followup.status = Followup.Status.CONTACTED
+        followup.snoozed_until = timezone.localdate() + dt.timedelta(
+            days=settings.FOLLOWUP_BOOKING_GRACE_DAYS
+        )
     elif outcome == Outcome.DECLINED:
         followup.status = Followup.Status.CONTACTED
     else:
@@ -347,6 +355,8 @@ def followup_snooze(*, followup: Followup, until: dt.date | None, by) -> Followu
 
 @transaction.atomic
 def followup_dismiss(*, followup: Followup, reason: str, by) -> Followup:
+    if not followup.is_active:
+        raise ValidationError(f"This follow-up is already {followup.get_status_display().lower()}.")
     if not reason.strip():
         raise ValidationError(
             {"reason": "Say why, so colleagues know whether to pick it up again."}

@@ -194,9 +194,13 @@ def dismiss(request: HttpRequest, pk: int) -> HttpResponse:
     followup = selectors.followup_get(user=request.user, pk=pk)
     form = DismissForm(request.POST)
     if form.is_valid():
-        services.followup_dismiss(
-            followup=followup, reason=form.cleaned_data["reason"], by=request.user
-        )
+        try:
+            services.followup_dismiss(
+                followup=followup, reason=form.cleaned_data["reason"], by=request.user
+            )
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return _back(request, followup)
         messages.success(request, "Follow-up dismissed. You can reopen it from the patient page.")
     else:
         messages.error(

@@ -262,3 +262,5 @@ FOLLOWUP_DUE_WINDOW_DAYS = env.int("FOLLOWUP_DUE_WINDOW_DAYS", default=30)
 # For follow-ups added by hand whose type no rule creates.
 FOLLOWUP_DEFAULT_LAPSE_DAYS = 180
 FOLLOWUP_DEFAULT_MAX_ATTEMPTS = 3
+# "Reached & booked" with no appointment recorded yet: off the worklist this long.
+FOLLOWUP_BOOKING_GRACE_DAYS = 7

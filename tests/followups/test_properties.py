@@ -153,7 +153,8 @@ def _apply(operation: tuple, patient: Patient, world: World, now: dt.datetime) -
             appointment.start = min(appointment.start, now - dt.timedelta(hours=1))
             appointment.status = Visit.COMPLETED
         elif kind == "reschedule":
-            appointment.start = at(now, args[1], 0)  # into the past: nobody updated it
+            # Moved; into the past too: the day went by and nobody updated the booking.
+            appointment.start = at(now, args[1], 0)
         else:
             appointment.status = Visit.CANCELLED if kind == "cancel" else Visit.NO_SHOW
         appointment.end = appointment.start + dt.timedelta(minutes=30)

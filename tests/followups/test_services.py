@@ -673,6 +673,25 @@ def test_reached_and_booked_schedules_it_on_the_booking(north_patient, hygiene_r
     assert (followup.status, followup.scheduled_appointment) == (Status.SCHEDULED, booking)
 
 
+def test_reached_and_booked_without_a_booking_waits_a_week_off_the_worklist(
+    north_patient, hygiene_rule, hygiene, settings
+):
+    visit(north_patient, hygiene, start=timezone.now() - days(190))
+    followup = Followup.objects.get()
+    services.followup_log_attempt(followup=followup, channel="call", outcome="booked", by=None)
+    followup.refresh_from_db()
+    assert followup.status == Status.CONTACTED
+    assert followup.snoozed_until == timezone.localdate() + days(
+        settings.FOLLOWUP_BOOKING_GRACE_DAYS
+    )
+
+
+def test_it_refuses_to_dismiss_a_closed_followup(north_patient):
+    followup = FollowupFactory(patient=north_patient, status=Status.DONE)
+    with pytest.raises(ValidationError, match="already done"):
+        services.followup_dismiss(followup=followup, reason="Moved", by=None)
+
+
 def test_an_attempt_on_a_booked_followup_keeps_it_scheduled(scheduled):
     """Never chased while a satisfying visit is booked, whatever was logged meanwhile."""
     followup, booking = scheduled
