@@ -1,7 +1,9 @@
 """Admin for follow-up types (reference data) and a read-mostly view of cadence rules.
 
 Rules are changed in the app's own pages (followups:rules), which check overlaps
-and location access; here they can be looked up, and deleted.
+and location access; here they can only be looked up. Nothing deletes a rule: its
+follow-ups would lose the visit types that close them; a rule is switched off
+("active" unticked in the app) instead.
 """
 
 from django.contrib import admin
@@ -51,4 +53,7 @@ class CadenceRuleAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False

@@ -69,6 +69,8 @@ class FollowupCreateForm(forms.Form):
         due = self.cleaned_data["due_date"]
         if due < timezone.localdate() - dt.timedelta(days=365):
             raise forms.ValidationError("That is more than a year ago; check the year.")
+        if due > timezone.localdate() + dt.timedelta(days=5 * 366):
+            raise forms.ValidationError("That is more than five years ahead; check the year.")
         return due
 
 

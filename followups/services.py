@@ -137,6 +137,16 @@ def _close(followup: Followup, *, status: str, appointment: Appointment | None =
     followup.save()
 
 
+def _cycle_start(followup: Followup) -> dt.datetime:
+    """When the follow-up's cycle began: its source visit, else its rule's event day."""
+    if followup.source_appointment is not None:
+        return followup.source_appointment.start
+    if followup.rule is not None:
+        day = followup.due_date - followup.rule.interval
+        return dt.datetime.combine(day, dt.time.min, tzinfo=followup.location.tz)
+    return followup.created_at
+
+
 def _reopen_status(followup: Followup) -> str:
     return Followup.Status.CONTACTED if followup.attempts.exists() else Followup.Status.OPEN
 
@@ -166,8 +176,10 @@ def appointment_changed(*, appointment: Appointment, previous_status: str | None
             followup.scheduled_appointment = appointment
             followup.save()
     elif status == Appointment.Status.COMPLETED and previous_status != status:
-        for followup in active:
-            _close(followup, status=Followup.Status.DONE, appointment=appointment)
+        for followup in active.select_related("source_appointment", "rule", "location"):
+            # An old visit entered late does not close the current cycle.
+            if appointment.start >= _cycle_start(followup):
+                _close(followup, status=Followup.Status.DONE, appointment=appointment)
         event_date = appointment.start.astimezone(appointment.location.tz).date()
         for rule in rules_for(
             event=CadenceRule.Event.COMPLETED,
@@ -181,13 +193,14 @@ def appointment_changed(*, appointment: Appointment, previous_status: str | None
                 event_date=event_date,
                 source_appointment=appointment,
             )
-    if status not in BOOKED or appointment.start <= timezone.now():
-        # This visit no longer holds a place for anyone: reopen what waited on it.
-        waiting = Followup.objects.select_for_update().filter(
-            scheduled_appointment=appointment, status=Followup.Status.SCHEDULED
-        )
-        for followup in waiting:
-            booking = _satisfying_booking(followup)
+    # Re-check what waited on this visit: cancelled, no-show, moved into the past
+    # or changed to a type that no longer satisfies the rule all release it.
+    waiting = Followup.objects.select_for_update(of=("self",)).filter(
+        scheduled_appointment=appointment, status=Followup.Status.SCHEDULED
+    )
+    for followup in waiting.select_related("rule"):
+        booking = _satisfying_booking(followup)
+        if booking != appointment:
             followup.scheduled_appointment = booking
             followup.status = Followup.Status.SCHEDULED if booking else _reopen_status(followup)
             followup.save()
@@ -286,7 +299,8 @@ def followup_log_attempt(
     )
     patient = followup.patient
     Outcome = ContactAttempt.Outcome
-    if outcome == Outcome.WRONG_NUMBER:
+    # Only a call, voicemail or text reaches a number that can turn out wrong.
+    if outcome == Outcome.WRONG_NUMBER and channel in ("call", "voicemail", "sms"):
         changed = [
             f for f in ("mobile_phone", "home_phone") if phone and getattr(patient, f) == phone
         ]
@@ -348,6 +362,8 @@ def followup_log_attempt(
 @transaction.atomic
 def followup_snooze(*, followup: Followup, until: dt.date | None, by) -> Followup:
     """Hide the follow-up from worklists until a date (None wakes it now)."""
+    if not followup.is_active:
+        raise ValidationError(f"This follow-up is {followup.get_status_display().lower()}.")
     followup.snoozed_until = until
     followup.save()
     return followup
@@ -371,6 +387,8 @@ def followup_reopen(*, followup: Followup, by) -> Followup:
     """Undo a dismissal or a lapse: the follow-up is back on the worklists."""
     if followup.is_active:
         return followup
+    if followup.status not in (Followup.Status.DISMISSED, Followup.Status.LAPSED):
+        raise ValidationError(f"A {followup.get_status_display().lower()} follow-up stays closed.")
     if _active(followup.patient_id, followup.followup_type_id) is not None:
         raise ValidationError(
             f"{followup.patient.display_name} already has another open {followup.followup_type} "
@@ -389,6 +407,34 @@ def followup_reopen(*, followup: Followup, by) -> Followup:
     return followup
 
 
+STALE_BOOKING = dt.timedelta(days=2)
+
+
+def followups_release_stale_bookings(*, now: dt.datetime | None = None) -> int:
+    """Reopen follow-ups still waiting on a visit that passed without being recorded.
+
+    A booked visit that nobody marked completed, cancelled or no-show would keep its
+    follow-up "scheduled" — off every worklist — forever; after two days it is
+    released (or moved to the patient's next matching booking).
+    """
+    now = now or timezone.now()
+    released = 0
+    stale = Followup.objects.filter(
+        status=Followup.Status.SCHEDULED, scheduled_appointment__start__lt=now - STALE_BOOKING
+    ).values_list("pk", flat=True)
+    for pk in stale:
+        with transaction.atomic():
+            followup = (
+                Followup.objects.select_for_update(of=("self",)).select_related("rule").get(pk=pk)
+            )
+            booking = _satisfying_booking(followup)
+            followup.scheduled_appointment = booking
+            followup.status = Followup.Status.SCHEDULED if booking else _reopen_status(followup)
+            followup.save()
+            released += 1
+    return released
+
+
 def followups_lapse_due(*, today: dt.date | None = None) -> int:
     """Mark open follow-ups past their "lapsed after" date as lapsed (beat, daily)."""
     from practicecrm.audit import update_audited
@@ -397,7 +443,10 @@ def followups_lapse_due(*, today: dt.date | None = None) -> int:
     due = Followup.objects.filter(
         status__in=[Followup.Status.OPEN, Followup.Status.CONTACTED], lapses_on__lte=today
     )
-    return update_audited(due, status=Followup.Status.LAPSED, closed_at=timezone.now())
+    # followup_type: each entry's text names it; one join instead of a query a row.
+    return update_audited(
+        due.select_related("followup_type"), status=Followup.Status.LAPSED, closed_at=timezone.now()
+    )
 
 
 # --- Backfill ---------------------------------------------------------------------------

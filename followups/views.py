@@ -33,7 +33,7 @@ from followups.models import CadenceRule, Followup, FollowupType
 from locations.access import CHANGE_PATIENTS, MANAGE_LOCATION, locations_for
 from locations.models import Location
 from patients.models import Patient, Provider
-from patients.selectors import patient_get, user_locations
+from patients.selectors import patient_get, patient_locations, user_locations
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -103,11 +103,12 @@ def today(request: HtmxHttpRequest) -> HttpResponse:
     day = _today_at(location)
     rows = selectors.worklist(user=request.user, filters=filters, today=day)
     page = Paginator(rows, 25).get_page(request.GET.get("page"))
-    can_act = locations_for(request.user, CHANGE_PATIENTS).exists()
+    # Per row: a follow-up at a location where the user only reads gets no actions.
+    actionable = set(locations_for(request.user, CHANGE_PATIENTS).values_list("pk", flat=True))
     location_ids = [loc.pk for loc in locations]
     context = {
         "page": page,
-        "rows": [_row_context(f, can_act=can_act) for f in page.object_list],
+        "rows": [_row_context(f, can_act=f.location_id in actionable) for f in page.object_list],
         "counts": selectors.worklist_counts(user=request.user, filters=filters, today=day),
         "filters": filters,
         "assigned": assigned,
@@ -173,18 +174,23 @@ def log_attempt(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @login_required
 def snooze(request: HttpRequest, pk: int) -> HttpResponse:
     followup = selectors.followup_get(user=request.user, pk=pk)
-    if request.POST.get("wake"):
-        services.followup_snooze(followup=followup, until=None, by=request.user)
-        messages.success(request, "The follow-up is back on the worklist.")
-        return _back(request, followup)
     form = SnoozeForm(request.POST)
-    if form.is_valid():
-        services.followup_snooze(
-            followup=followup, until=form.cleaned_data["until"], by=request.user
-        )
-        messages.success(request, f"Snoozed until {form.cleaned_data['until']:%b %-d, %Y}.")
-    else:
+    wake = bool(request.POST.get("wake"))
+    if not wake and not form.is_valid():
         messages.error(request, f"Not snoozed: {' '.join(str(e) for e in form.errors['until'])}")
+        return _back(request, followup)
+    until = None if wake else form.cleaned_data["until"]
+    try:
+        services.followup_snooze(followup=followup, until=until, by=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(
+            request,
+            "The follow-up is back on the worklist."
+            if wake
+            else f"Snoozed until {until:%b %-d, %Y}.",
+        )
     return _back(request, followup)
 
 
@@ -227,7 +233,7 @@ def reopen(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def followup_create(request: HttpRequest, pk: int) -> HttpResponse:
     patient = patient_get(user=request.user, pk=pk, perm=CHANGE_PATIENTS)
-    locations = locations_for(request.user, CHANGE_PATIENTS)
+    locations = patient_locations(user=request.user, patient=patient, perm=CHANGE_PATIENTS)
     form = FollowupCreateForm(
         request.POST or None,
         locations=locations,
@@ -250,7 +256,7 @@ def followup_create(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def discharge(request: HttpRequest, pk: int) -> HttpResponse:
     patient = patient_get(user=request.user, pk=pk, perm=CHANGE_PATIENTS)
-    locations = locations_for(request.user, CHANGE_PATIENTS)
+    locations = patient_locations(user=request.user, patient=patient, perm=CHANGE_PATIENTS)
     form = DischargeForm(
         request.POST or None,
         locations=locations,

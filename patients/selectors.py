@@ -250,3 +250,13 @@ def households_visible_to(user) -> QuerySet[Household]:
     """Households with at least one member the user may see, for the household picker."""
     members = patients_visible_to(user).filter(household__isnull=False).values("household_id")
     return Household.objects.filter(pk__in=members).order_by("name")
+
+
+def patient_locations(*, user, patient: Patient, perm: str) -> QuerySet[Location]:
+    """The patient's own locations (home and shared) where the user holds `perm`.
+
+    Visits, follow-ups and discharges are recorded only there, so whatever they
+    create lands on the worklist of staff who can see the patient.
+    """
+    shared = Patient.shared_with.through.objects.filter(patient=patient).values("location_id")
+    return locations_for(user, perm).filter(Q(pk=patient.home_location_id) | Q(pk__in=shared))

@@ -19,6 +19,7 @@ from django_htmx.middleware import HtmxDetails
 from followups.models import ContactAttempt
 from followups.selectors import patient_followups
 from locations.access import CHANGE_APPOINTMENTS, CHANGE_PATIENTS, locations_for
+from locations.models import Location
 from patients import selectors, services
 from patients.forms import AppointmentForm, HouseholdForm, PatientForm, PreferencesForm
 from patients.models import Appointment, Patient
@@ -222,7 +223,9 @@ def patient_household(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def appointment_create(request: HttpRequest, pk: int) -> HttpResponse:
     patient = _viewed(request, selectors.patient_get(user=request.user, pk=pk))
-    locations = locations_for(request.user, CHANGE_APPOINTMENTS)
+    locations = selectors.patient_locations(
+        user=request.user, patient=patient, perm=CHANGE_APPOINTMENTS
+    )
     if not locations.exists():
         raise Http404("You cannot record appointments at any location.")
     appointment = Appointment(patient=patient)
@@ -249,7 +252,12 @@ def appointment_edit(request: HttpRequest, pk: int) -> HttpResponse:
     form = AppointmentForm(
         request.POST or None,
         instance=appointment,
-        locations=locations_for(request.user, CHANGE_APPOINTMENTS),
+        # appointment_get checked CHANGE_APPOINTMENTS at its current location, which
+        # stays a choice even if the patient is no longer filed there.
+        locations=selectors.patient_locations(
+            user=request.user, patient=appointment.patient, perm=CHANGE_APPOINTMENTS
+        )
+        | Location.objects.filter(pk=appointment.location_id),
     )
     if request.method == "POST" and form.is_valid() and _saved(form, request):
         messages.success(request, "Appointment saved.")

@@ -154,7 +154,7 @@ def bulk_create_audited(model: type[M], objs: Sequence[M], *, batch_size: int = 
 def update_audited(queryset: models.QuerySet[M], **values: Any) -> int:
     """queryset.update(**values) plus an UPDATE audit entry for each row that changed."""
     model = queryset.model
-    rows = list(queryset.select_for_update())
+    rows = list(queryset.select_for_update(of=("self",)))
     entries = []
     changed_pks = []
     for old in rows:

@@ -837,3 +837,56 @@ def test_a_discharge_starts_the_discharge_rules_of_its_location(north_patient, s
     )
     assert followup.source_appointment is None
     assert Discharge.objects.count() == 1
+
+
+# --- review findings: late entries, stale bookings -----------------------------------
+
+
+def test_an_old_visit_entered_late_leaves_the_current_recall_alone(
+    north_patient, hygiene_rule, hygiene
+):
+    visit(north_patient, hygiene, start=timezone.now() - days(100))
+    current = Followup.objects.get()
+    visit(north_patient, hygiene, start=timezone.now() - days(900))  # from the paper chart
+    current.refresh_from_db()
+    assert current.status == Status.OPEN
+    assert Followup.objects.filter(status__in=["open", "contacted", "scheduled"]).get() == current
+
+
+def test_changing_the_booked_visit_to_another_type_reopens_the_follow_up(
+    north_patient, hygiene_rule, hygiene, filling
+):
+    visit(north_patient, hygiene, start=timezone.now() - days(200))
+    booking = visit(north_patient, hygiene, start=timezone.now() + days(5), status=Visit.SCHEDULED)
+    followup = Followup.objects.get(status=Status.SCHEDULED)
+    booking.appointment_type = filling
+    patient_services.appointment_save(appointment=booking, by=None)
+    followup.refresh_from_db()
+    assert (followup.status, followup.scheduled_appointment) == (Status.OPEN, None)
+
+
+def test_it_releases_follow_ups_whose_booked_visit_passed_unrecorded(
+    north_patient, hygiene_rule, hygiene
+):
+    visit(north_patient, hygiene, start=timezone.now() - days(200))
+    booking = visit(north_patient, hygiene, start=timezone.now() + days(1), status=Visit.SCHEDULED)
+    Appointment.objects.filter(pk=booking.pk).update(start=timezone.now() - days(3))
+    assert services.followups_release_stale_bookings() == 1
+    assert Followup.objects.get().status == Status.OPEN
+
+
+def test_a_wrong_number_on_an_email_attempt_keeps_the_phones(north_patient, hygiene_rule, hygiene):
+    visit(north_patient, hygiene, start=timezone.now() - days(200))
+    followup = Followup.objects.get()
+    mobile = north_patient.mobile_phone
+    services.followup_log_attempt(
+        followup=followup, channel="email", outcome="wrong_number", phone=mobile, by=None
+    )
+    north_patient.refresh_from_db()
+    assert north_patient.mobile_phone == mobile
+
+
+def test_it_reopens_only_dismissed_or_lapsed_follow_ups(north_patient):
+    done = FollowupFactory(patient=north_patient, status=Status.DONE)
+    with pytest.raises(ValidationError, match="done"):
+        services.followup_reopen(followup=done, by=None)

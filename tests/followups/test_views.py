@@ -281,3 +281,43 @@ def test_it_reads_the_worklist_in_the_same_number_of_queries_for_10_or_200_rows(
     big, rows_big = _worklist_queries(client, front_desk)
     assert (rows_small, rows_big) == (10, 25)
     assert small == big
+
+
+def test_it_offers_only_the_patients_own_locations_for_a_follow_up(client, north, south, recall):
+    both = staff(Role.FRONT_DESK, north, south, username="both")
+    patient = PatientFactory(home_location=north)
+    client.force_login(both)
+    form = client.get(reverse("followups:create", args=[patient.pk])).context["form"]
+    assert list(form.fields["location"].queryset) == [north]
+
+
+def test_it_refuses_a_due_date_years_ahead_instead_of_failing(
+    client, front_desk, north_patient, recall
+):
+    client.force_login(front_desk)
+    response = client.post(
+        reverse("followups:create", args=[north_patient.pk]),
+        {
+            "followup_type": recall.pk,
+            "location": north_patient.home_location_id,
+            "due_date": "9999-12-31",
+            "reason": "typo",
+        },
+    )
+    assert response.status_code == 200
+    assert "more than five years ahead" in response.content.decode()
+    assert not Followup.objects.exists()
+
+
+def test_it_offers_no_actions_on_rows_where_the_user_only_reads(client, north, south, recall):
+    user = staff(Role.FRONT_DESK, north, username="mixed")
+    from tests.factories import GrantFactory
+
+    GrantFactory(user=user, location=south, role=Role.CARE_STAFF)
+    mine = make_followup(PatientFactory(home_location=north), recall)
+    theirs = make_followup(PatientFactory(home_location=south), recall)
+    client.force_login(user)
+    rows = {
+        row["f"]: row["can_act"] for row in client.get(reverse("followups:today")).context["rows"]
+    }
+    assert rows == {mine: True, theirs: False}
