@@ -100,6 +100,23 @@ def followup_get(*, user, pk: int, perm: str = CHANGE_PATIENTS) -> Followup:
     return followup
 
 
+def assignable_staff(*, location: Location) -> QuerySet:
+    """Active staff who can work follow-ups at `location` (a role that edits patients)."""
+    from django.contrib.auth import get_user_model
+
+    from locations.access import ROLE_PERMISSIONS
+
+    roles = [role for role, perms in ROLE_PERMISSIONS.items() if CHANGE_PATIENTS in perms]
+    return (
+        get_user_model()
+        .objects.filter(
+            is_active=True, location_grants__location=location, location_grants__role__in=roles
+        )
+        .distinct()
+        .order_by("first_name", "last_name", "username")
+    )
+
+
 def _with_row_data(qs: QuerySet[Followup]) -> QuerySet[Followup]:
     """What a worklist row shows, in a fixed number of queries per page."""
     latest = ContactAttempt.objects.filter(followup=OuterRef("pk")).order_by("-attempted_at", "-id")
@@ -195,7 +212,9 @@ def patient_followups(*, patient: Patient, today: dt.date) -> list[Followup]:
                 output_field=IntegerField(),
             ),
         )
-        .select_related("followup_type", "location", "scheduled_appointment__appointment_type")
+        .select_related(
+            "followup_type", "location", "assigned_to", "scheduled_appointment__appointment_type"
+        )
         .prefetch_related(
             Prefetch("attempts", queryset=ContactAttempt.objects.select_related("staff"))
         )

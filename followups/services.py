@@ -370,6 +370,16 @@ def followup_snooze(*, followup: Followup, until: dt.date | None, by) -> Followu
 
 
 @transaction.atomic
+def followup_assign(*, followup: Followup, to, by) -> Followup:
+    """Give the follow-up to one staff member (None: to nobody in particular)."""
+    if not followup.is_active:
+        raise ValidationError(f"This follow-up is {followup.get_status_display().lower()}.")
+    followup.assigned_to = to
+    followup.save()
+    return followup
+
+
+@transaction.atomic
 def followup_dismiss(*, followup: Followup, reason: str, by) -> Followup:
     if not followup.is_active:
         raise ValidationError(f"This follow-up is already {followup.get_status_display().lower()}.")
@@ -436,17 +446,28 @@ def followups_release_stale_bookings(*, now: dt.datetime | None = None) -> int:
 
 
 def followups_lapse_due(*, today: dt.date | None = None) -> int:
-    """Mark open follow-ups past their "lapsed after" date as lapsed (beat, daily)."""
+    """Mark open follow-ups past their "lapsed after" date as lapsed (beat, hourly).
+
+    "Past" is judged on each location's own calendar, so Seattle's follow-ups do not
+    lapse at Boston's midnight. `today` overrides that for every location (tests).
+    """
     from practicecrm.audit import update_audited
 
-    today = today or timezone.localdate()
-    due = Followup.objects.filter(
-        status__in=[Followup.Status.OPEN, Followup.Status.CONTACTED], lapses_on__lte=today
-    )
-    # followup_type: each entry's text names it; one join instead of a query a row.
-    return update_audited(
-        due.select_related("followup_type"), status=Followup.Status.LAPSED, closed_at=timezone.now()
-    )
+    lapsed = 0
+    for location in Location.objects.all():
+        day = today or dt.datetime.now(tz=location.tz).date()
+        due = Followup.objects.filter(
+            location=location,
+            status__in=[Followup.Status.OPEN, Followup.Status.CONTACTED],
+            lapses_on__lte=day,
+        )
+        # followup_type: each entry's text names it; one join instead of a query a row.
+        lapsed += update_audited(
+            due.select_related("followup_type"),
+            status=Followup.Status.LAPSED,
+            closed_at=timezone.now(),
+        )
+    return lapsed
 
 
 # --- Backfill ---------------------------------------------------------------------------

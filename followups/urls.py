@@ -10,6 +10,7 @@ urlpatterns = [
     path("<int:pk>/attempt/", views.log_attempt, name="log_attempt"),
     path("<int:pk>/snooze/", views.snooze, name="snooze"),
     path("<int:pk>/dismiss/", views.dismiss, name="dismiss"),
+    path("<int:pk>/assign/", views.assign, name="assign"),
     path("<int:pk>/reopen/", views.reopen, name="reopen"),
     path("patient/<int:pk>/new/", views.followup_create, name="create"),
     path("patient/<int:pk>/discharge/", views.discharge, name="discharge"),

@@ -196,6 +196,29 @@ def snooze(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @login_required
+def assign(request: HttpRequest, pk: int) -> HttpResponse:
+    followup = selectors.followup_get(user=request.user, pk=pk)
+    choice = request.POST.get("assigned_to", "")
+    to = None
+    if choice:
+        to = selectors.assignable_staff(location=followup.location).filter(pk=_int(choice)).first()
+        if to is None:
+            messages.error(
+                request, f"Not assigned: choose someone who works at {followup.location}."
+            )
+            return _back(request, followup)
+    try:
+        services.followup_assign(followup=followup, to=to, by=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        who = to.get_full_name() or to.username if to else "nobody in particular"
+        messages.success(request, f"Follow-up assigned to {who}.")
+    return _back(request, followup)
+
+
+@require_POST
+@login_required
 def dismiss(request: HttpRequest, pk: int) -> HttpResponse:
     followup = selectors.followup_get(user=request.user, pk=pk)
     form = DismissForm(request.POST)

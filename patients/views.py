@@ -4,20 +4,21 @@ Each view: access rule (decorators) → `*_get` selector that 404s → form → 
 → redirect. No permission queries here: they live in patients.selectors.
 """
 
+import datetime as dt
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
 from django_htmx.middleware import HtmxDetails
 
 from followups.models import ContactAttempt
-from followups.selectors import patient_followups
+from followups.selectors import assignable_staff, patient_followups
 from locations.access import CHANGE_APPOINTMENTS, CHANGE_PATIENTS, locations_for
 from locations.models import Location
 from patients import selectors, services
@@ -88,6 +89,10 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
     log_access(patient)
     timeline, next_cursor = selectors.patient_timeline(patient=patient)
     can_edit = selectors.patients_visible_to(request.user, CHANGE_PATIENTS).filter(pk=pk).exists()
+    # Buckets on the patient's home location's calendar.
+    followups = patient_followups(
+        patient=patient, today=dt.datetime.now(tz=patient.home_location.tz).date()
+    )
     context = {
         "patient": patient,
         "timeline": timeline,
@@ -95,7 +100,11 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_edit": can_edit,
         **_booking_context(request.user),
         **selectors.patient_detail_context(patient=patient, user=request.user),
-        "followups": patient_followups(patient=patient, today=timezone.localdate()),
+        "followups": followups,
+        "assignable": {
+            location.pk: list(assignable_staff(location=location))
+            for location in {f.location for f in followups if f.is_active}
+        },
         "attempt_channels": ContactAttempt.Channel.choices,
         "attempt_outcomes": ContactAttempt.Outcome.choices,
     }

@@ -62,6 +62,7 @@ followups:today             302>login   200         200         200         200 
 followups:log_attempt       405         405         405/405     405/405     405/405     405/405
 followups:snooze            405         405         405/405     405/405     405/405     405/405
 followups:dismiss           405         405         405/405     405/405     405/405     405/405
+followups:assign            405         405         405/405     405/405     405/405     405/405
 followups:reopen            405         405         405/405     405/405     405/405     405/405
 followups:create            302>login   404         200/404     404         200/404     200/404
 followups:discharge         302>login   404         200/404     404         200/404     200/404
@@ -86,6 +87,7 @@ followups:rule_create       302>login   404         404         404         404 
 followups:log_attempt       302>login   404         302/404     404         302/404     302/404
 followups:snooze            302>login   404         302/404     404         302/404     302/404
 followups:dismiss           302>login   404         302/404     404         302/404     302/404
+followups:assign            302>login   404         302/404     404         302/404     302/404
 followups:reopen            302>login   404         302/404     404         302/404     302/404
 followups:create            302>login   404         302/404     404         302/404     302/404
 followups:discharge         302>login   404         302/404     404         302/404     302/404
@@ -114,13 +116,20 @@ OBJECT_OF = {
     "followups:log_attempt": "followup",
     "followups:snooze": "followup",
     "followups:dismiss": "followup",
+    "followups:assign": "followup",
     "followups:reopen": "closed_followup",
     "followups:create": "patient",
     "followups:discharge": "patient",
 }
 # Views that only read: they have no POST row.
 # Views that only take POST: a GET is refused (405) before anything is looked up.
-POST_ONLY = {"followups:log_attempt", "followups:snooze", "followups:dismiss", "followups:reopen"}
+POST_ONLY = {
+    "followups:log_attempt",
+    "followups:snooze",
+    "followups:dismiss",
+    "followups:reopen",
+    "followups:assign",
+}
 READ_ONLY = {
     "patients:list",
     "patients:detail",
@@ -392,6 +401,8 @@ def post_body(view: str, world: World, which: str | None) -> dict:
         return {"reason": "Moved to another practice"}
     if view == "followups:reopen":
         return {}
+    if view == "followups:assign":
+        return {"assigned_to": world.users["front_desk"].pk}
     if view == "followups:create":
         return {
             "followup_type": world.exam.pk,
@@ -434,6 +445,8 @@ def state(view: str, world: World, which: str | None):
         return target.name
     if view == "followups:snooze":
         return target.snoozed_until
+    if view == "followups:assign":
+        return target.assigned_to_id
     if view in ("followups:dismiss", "followups:reopen"):
         return target.status
     raise AssertionError(f"no state for {view}")

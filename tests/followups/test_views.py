@@ -321,3 +321,22 @@ def test_it_offers_no_actions_on_rows_where_the_user_only_reads(client, north, s
         row["f"]: row["can_act"] for row in client.get(reverse("followups:today")).context["rows"]
     }
     assert rows == {mine: True, theirs: False}
+
+
+def test_it_assigns_a_follow_up_to_staff_of_its_location_only(
+    client, front_desk, north_patient, south, recall
+):
+    followup = make_followup(north_patient, recall)
+    elsewhere = staff(Role.FRONT_DESK, south, username="elsewhere")
+    client.force_login(front_desk)
+    url = reverse("followups:assign", args=[followup.pk])
+    response = client.post(url, {"assigned_to": elsewhere.pk}, follow=True)
+    assert "choose someone who works at North Clinic" in response.content.decode()
+    followup.refresh_from_db()
+    assert followup.assigned_to is None
+
+    client.post(url, {"assigned_to": front_desk.pk})
+    followup.refresh_from_db()
+    assert followup.assigned_to == front_desk
+    mine = client.get(reverse("followups:today"), {"assigned": "me"}).context["rows"]
+    assert [row["f"] for row in mine] == [followup]
