@@ -4,6 +4,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import (
     Case,
     Count,
@@ -20,16 +21,17 @@ from django.db.models import (
 from django.db.models.functions import Now
 from django.http import Http404
 
-from followups.models import ACTIVE_STATUSES, CadenceRule, ContactAttempt, Followup
+from followups.models import ACTIVE_STATUSES, CadenceRule, ContactAttempt, Followup, FollowupType
 from locations.access import (
     CHANGE_PATIENTS,
     MANAGE_LOCATION,
+    ROLE_PERMISSIONS,
     VIEW_PATIENTS,
     VIEW_REPORTS,
     locations_for,
 )
 from locations.models import Location
-from patients.models import Appointment, ChannelConsent, Patient
+from patients.models import Appointment, ChannelConsent, Patient, Provider
 from patients.selectors import patients_visible_to
 
 BUCKETS = ("overdue", "due", "upcoming", "lapsed")
@@ -102,10 +104,6 @@ def followup_get(*, user, pk: int, perm: str = CHANGE_PATIENTS) -> Followup:
 
 def assignable_staff(*, location: Location) -> QuerySet:
     """Active staff who can work follow-ups at `location` (a role that edits patients)."""
-    from django.contrib.auth import get_user_model
-
-    from locations.access import ROLE_PERMISSIONS
-
     roles = [role for role, perms in ROLE_PERMISSIONS.items() if CHANGE_PATIENTS in perms]
     return (
         get_user_model()
@@ -156,6 +154,18 @@ def worklist(*, user, filters: WorklistFilters, today: dt.date) -> QuerySet[Foll
     else:
         qs = qs.filter(bucket__in=["overdue", "due"])  # type: ignore[misc]
     return _with_row_data(qs).order_by(_BUCKET_RANK, "due_date", "-followup_type__value", "id")
+
+
+def worklist_filter_choices(*, location_ids: list[int]) -> dict[str, QuerySet]:
+    """Options of the worklist's filters: types, and providers and staff of these locations."""
+    return {
+        "followup_types": FollowupType.objects.filter(is_active=True),
+        "providers": Provider.objects.filter(is_active=True, locations__in=location_ids).distinct(),
+        "staff": get_user_model()
+        .objects.filter(is_active=True, location_grants__location__in=location_ids)
+        .distinct()
+        .order_by("first_name", "last_name"),
+    }
 
 
 def worklist_counts(*, user, filters: WorklistFilters, today: dt.date) -> dict[str, int]:

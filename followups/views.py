@@ -8,7 +8,6 @@ a 404, through followups.selectors.followup_get.
 import datetime as dt
 
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -29,10 +28,10 @@ from followups.forms import (
     FollowupCreateForm,
     SnoozeForm,
 )
-from followups.models import CadenceRule, Followup, FollowupType
+from followups.models import CadenceRule, Followup
 from locations.access import CHANGE_PATIENTS, MANAGE_LOCATION, locations_for
 from locations.models import Location
-from patients.models import Patient, Provider
+from patients.models import Patient
 from patients.selectors import patient_get, patient_locations, user_locations
 
 
@@ -118,12 +117,7 @@ def today(request: HtmxHttpRequest) -> HttpResponse:
         "day": day,
         "locations": locations,
         "location": location,
-        "followup_types": FollowupType.objects.filter(is_active=True),
-        "providers": Provider.objects.filter(is_active=True, locations__in=location_ids).distinct(),
-        "staff": get_user_model()
-        .objects.filter(is_active=True, location_grants__location__in=location_ids)
-        .distinct()
-        .order_by("first_name", "last_name"),
+        **selectors.worklist_filter_choices(location_ids=location_ids),
     }
     return render(request, "followups/today.html", context)
 
