@@ -236,6 +236,13 @@ EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="PracticeCRM <no-reply@localhost>")
 
+# --- SMS (Twilio) ------------------------------------------------------------------------
+# Unset: the console sender (prints, sends nothing). TWILIO_API_BASE_URL is for tests
+# that run a local server speaking Twilio's HTTP API.
+TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
+TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
+TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
+
 # --- Audit trail ------------------------------------------------------------------------
 AUDITLOG_INCLUDE_ALL_MODELS = False
 AUDITLOG_DISABLE_REMOTE_ADDR = False

@@ -1,0 +1,115 @@
+"""The two ways a message leaves the building: SMS through Twilio, email over SMTP.
+
+One small module, so that the reminder engine (issue #4) depends on `send_sms` and
+`send_email` only. With no TWILIO_* settings the embedded run uses the console
+SMS sender, which prints the message and sends nothing; email goes through
+Django's backend chosen by EMAIL_URL (console by default, SMTP in production).
+"""
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.core.mail.message import make_msgid
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.rest import Client
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What the provider said: its id for the message and its first status."""
+
+    provider_id: str
+    status: str
+
+
+class SendError(Exception):
+    """The provider refused or could not be reached.
+
+    `retryable` tells the engine whether to try again later (outage, rate limit)
+    or to record the failure for good (invalid number, unsubscribed recipient).
+    """
+
+    def __init__(self, message: str, *, code: str = "", retryable: bool):
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+class TwilioSmsSender:
+    """Twilio's Messages API through the official SDK."""
+
+    def __init__(self, *, account_sid: str, auth_token: str, api_base_url: str = ""):
+        self.client = Client(account_sid, auth_token)
+        if api_base_url:
+            # Tests point the SDK at a local server that speaks Twilio's HTTP API.
+            self.client.api.base_url = api_base_url
+
+    def send(self, *, to: str, body: str, sender: str, status_callback: str = "") -> SendResult:
+        """Send one SMS from a number (+1…) or a messaging service (MG…)."""
+        identity = (
+            {"messaging_service_sid": sender} if sender.startswith("MG") else {"from_": sender}
+        )
+        extra = {"status_callback": status_callback} if status_callback else {}
+        try:
+            message = self.client.messages.create(to=to, body=body, **identity, **extra)
+        except TwilioRestException as exc:
+            # 429 and 5xx are Twilio's trouble; any other 4xx is about this message.
+            retryable = exc.status == 429 or exc.status >= 500
+            raise SendError(
+                str(exc.msg), code=str(exc.code or exc.status), retryable=retryable
+            ) from exc
+        except (TwilioException, OSError) as exc:
+            raise SendError(f"Twilio could not be reached: {exc}", retryable=True) from exc
+        return SendResult(provider_id=message.sid, status=message.status)
+
+
+class ConsoleSmsSender:
+    """The embedded run's SMS sender: logs the message; nothing leaves the machine."""
+
+    def send(self, *, to: str, body: str, sender: str, status_callback: str = "") -> SendResult:
+        logger.info("SMS (console, not sent) from %s to %s: %s", sender, to, body)
+        return SendResult(provider_id=f"console-{uuid.uuid4().hex}", status="sent")
+
+
+def sms_sender() -> TwilioSmsSender | ConsoleSmsSender:
+    """Twilio when TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are set, else the console."""
+    if settings.TWILIO_ACCOUNT_SID and settings.TWILIO_AUTH_TOKEN:
+        return TwilioSmsSender(
+            account_sid=settings.TWILIO_ACCOUNT_SID,
+            auth_token=settings.TWILIO_AUTH_TOKEN,
+            api_base_url=settings.TWILIO_API_BASE_URL,
+        )
+    return ConsoleSmsSender()
+
+
+def send_email(
+    *, to: str, subject: str, text: str, html: str, from_email: str, unsubscribe_url: str
+) -> SendResult:
+    """Send one email (plain text + HTML) through Django's configured backend.
+
+    List-Unsubscribe lets mail clients offer a one-click unsubscribe, which keeps
+    the practice's domain off spam lists.
+    """
+    message_id = make_msgid()
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=text,
+        from_email=from_email or settings.DEFAULT_FROM_EMAIL,
+        to=[to],
+        headers={
+            "Message-ID": message_id,
+            "List-Unsubscribe": f"<{unsubscribe_url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+    )
+    message.attach_alternative(html, "text/html")
+    try:
+        message.send()
+    except OSError as exc:  # SMTP outage, refused connection, timeout
+        raise SendError(f"The mail server could not be reached: {exc}", retryable=True) from exc
+    return SendResult(provider_id=message_id, status="sent")
