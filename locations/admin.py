@@ -65,6 +65,7 @@ class LocationAdmin(admin.ModelAdmin):
                     "module_intake",
                     "module_memberships",
                     "module_referrals",
+                    "shadow_mode",
                 ]
             },
         ),

@@ -70,6 +70,11 @@ class Location(models.Model):
     module_intake = models.BooleanField("intake module", default=False)
     module_memberships = models.BooleanField("memberships module", default=False)
     module_referrals = models.BooleanField("referrals module", default=False)
+    shadow_mode = models.BooleanField(
+        default=False,
+        help_text="Reminders are planned and recorded as if sent, but nothing leaves: "
+        "for running beside the old spreadsheet.",
+    )
     is_active = models.BooleanField(default=True)
 
     class Meta:

@@ -225,6 +225,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "followups.tasks.lapse_followups",
         "schedule": 60 * 60,
     },
+    "dispatch-reminders": {
+        "task": "reminders.tasks.dispatch_reminders",
+        "schedule": 60,
+    },
     "release-stale-bookings": {
         "task": "followups.tasks.release_stale_bookings",
         "schedule": 60 * 60,

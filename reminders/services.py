@@ -1,0 +1,112 @@
+"""Claiming and sending outbox rows, exactly once per idempotency key.
+
+planned ──dispatcher (SKIP LOCKED)──▶ queued ──send task (conditional UPDATE)──▶ sending
+  ▲                                                                                  │
+  └──── retryable error, backoff ◀────────────────────────────────────────────────────┤
+                                         sent / failed / shadow ◀─────────────────────┘
+
+Each arrow is one UPDATE that names the status it expects, so of two workers (or
+one task delivered twice) exactly one moves the row and only that one sends.
+A row left in "sending" by a worker killed mid-send is never resent blindly: the
+provider may have accepted it (see `sending_stale`).
+"""
+
+import datetime as dt
+import random
+from functools import partial
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from reminders.models import OutboundMessage
+from reminders.senders import SendError, send_email, sms_sender
+
+Status = OutboundMessage.Status
+MAX_ATTEMPTS = 5
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """Exponential backoff with full jitter: up to 1, 2, 4, 8… minutes, capped at an hour."""
+    ceiling = min(60 * 2 ** max(attempts - 1, 0), 3600)
+    return dt.timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+def dispatch_due(*, now: dt.datetime | None = None, limit: int = 500) -> list[int]:
+    """Claim up to `limit` due rows (planned → queued) and enqueue a send for each.
+
+    `SKIP LOCKED` lets two dispatchers run at once: each claims rows the other has
+    not locked. Sends are queued only after the claim commits, so a worker never
+    looks for a row that is not yet "queued".
+    """
+    from reminders.tasks import send_message
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        ids = list(
+            OutboundMessage.objects.select_for_update(skip_locked=True)
+            .filter(status=Status.PLANNED, scheduled_for__lte=now)
+            .order_by("scheduled_for", "id")
+            .values_list("pk", flat=True)[:limit]
+        )
+        OutboundMessage.objects.filter(pk__in=ids, status=Status.PLANNED).update(
+            status=Status.QUEUED, updated_at=now
+        )
+        for pk in ids:
+            transaction.on_commit(partial(send_message.delay, pk))
+    return ids
+
+
+def message_send(*, message_id: int) -> str:
+    """Send one queued row; returns its new status (or "skipped" if not ours to send)."""
+    claimed = OutboundMessage.objects.filter(pk=message_id, status=Status.QUEUED).update(
+        status=Status.SENDING, attempts=F("attempts") + 1, updated_at=timezone.now()
+    )
+    if not claimed:
+        # Another delivery of this task, or a row cancelled meanwhile: nothing to do.
+        return "skipped"
+    message = OutboundMessage.objects.select_related("location").get(pk=message_id)
+    if message.location.shadow_mode:
+        return _finish(message, status=Status.SHADOW, sent_at=timezone.now())
+    try:
+        if message.channel == OutboundMessage.Channel.SMS:
+            result = sms_sender().send(to=message.to, body=message.body, sender=message.sender)
+        else:
+            result = send_email(
+                to=message.to,
+                subject=message.subject,
+                text=message.body,
+                html=message.html_body or message.body,
+                from_email=message.sender,
+                unsubscribe_url="",
+            )
+    except SendError as exc:
+        if exc.retryable and message.attempts < MAX_ATTEMPTS:
+            return _finish(
+                message,
+                status=Status.PLANNED,
+                scheduled_for=timezone.now() + backoff(message.attempts),
+                error_code=exc.code,
+                error_message=str(exc)[:300],
+            )
+        return _finish(
+            message, status=Status.FAILED, error_code=exc.code, error_message=str(exc)[:300]
+        )
+    return _finish(
+        message, status=Status.SENT, provider_id=result.provider_id, sent_at=timezone.now()
+    )
+
+
+def _finish(message: OutboundMessage, *, status: str, **fields) -> str:
+    """Leave "sending" — only from "sending", so a late duplicate cannot overwrite."""
+    OutboundMessage.objects.filter(pk=message.pk, status=Status.SENDING).update(
+        status=status, updated_at=timezone.now(), **fields
+    )
+    return status
+
+
+def sending_stale(*, older_than: dt.timedelta = dt.timedelta(minutes=10)):
+    """Rows a worker began to send and never finished: to reconcile with the provider."""
+    return OutboundMessage.objects.filter(
+        status=Status.SENDING, updated_at__lt=timezone.now() - older_than
+    )

@@ -1,0 +1,17 @@
+"""Celery tasks of the outbox: the per-minute dispatcher and the per-message send."""
+
+from celery import shared_task
+
+from reminders.services import dispatch_due, message_send
+
+
+@shared_task
+def dispatch_reminders() -> int:
+    """Beat, every minute: claim due rows and queue their sends; returns how many."""
+    return len(dispatch_due())
+
+
+@shared_task
+def send_message(message_id: int) -> str:
+    """Send one outbox row. Safe to deliver twice: only one delivery can claim it."""
+    return message_send(message_id=message_id)
