@@ -246,6 +246,9 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="PracticeCRM <no-repl
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
+# The public https://host Twilio calls, when a proxy hides it from Django; webhook
+# signatures are computed over that URL.
+TWILIO_WEBHOOK_BASE_URL = env.str("TWILIO_WEBHOOK_BASE_URL", default="")
 
 # --- Audit trail ------------------------------------------------------------------------
 AUDITLOG_INCLUDE_ALL_MODELS = False

@@ -110,3 +110,38 @@ def sending_stale(*, older_than: dt.timedelta = dt.timedelta(minutes=10)):
     return OutboundMessage.objects.filter(
         status=Status.SENDING, updated_at__lt=timezone.now() - older_than
     )
+
+
+# Twilio's message statuses in the order they can happen; the outbox never moves back.
+_PROVIDER_STATUS = {
+    "sent": Status.SENT,
+    "delivered": Status.DELIVERED,
+    "undelivered": Status.UNDELIVERED,
+    "failed": Status.FAILED,
+}
+_EARLIER = {
+    Status.SENT: [Status.SENDING],
+    Status.DELIVERED: [Status.SENDING, Status.SENT],
+    Status.UNDELIVERED: [Status.SENDING, Status.SENT],
+    Status.FAILED: [Status.SENDING, Status.SENT],
+}
+
+
+def message_status_update(*, provider_id: str, provider_status: str, error_code: str = "") -> bool:
+    """Apply a provider status callback; returns whether the row moved.
+
+    Callbacks arrive out of order and more than once: the UPDATE only matches rows
+    in an earlier status, so "delivered" followed by a late "sent" stays delivered,
+    and a repeated callback changes nothing.
+    """
+    new = _PROVIDER_STATUS.get(provider_status)
+    if not provider_id or new is None:
+        return False  # queued/accepted/sending add nothing to what the send recorded
+    fields = {"status": new, "updated_at": timezone.now()}
+    if error_code:
+        fields["error_code"] = error_code[:20]
+    return bool(
+        OutboundMessage.objects.filter(provider_id=provider_id, status__in=_EARLIER[new]).update(
+            **fields
+        )
+    )

@@ -1,0 +1,38 @@
+"""Twilio webhooks. Public URLs, so every request must carry a valid X-Twilio-Signature."""
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+from twilio.request_validator import RequestValidator
+
+from reminders import services
+
+
+def _signed_by_twilio(request: HttpRequest) -> bool:
+    """Check the signature over the URL Twilio called and the POSTed parameters.
+
+    Behind a proxy the URL Django sees is not the one Twilio signed, so with
+    TWILIO_WEBHOOK_BASE_URL set the public URL is rebuilt from it.
+    """
+    if not settings.TWILIO_AUTH_TOKEN:
+        return False
+    base = settings.TWILIO_WEBHOOK_BASE_URL.rstrip("/")
+    url = f"{base}{request.get_full_path()}" if base else request.build_absolute_uri()
+    signature = request.headers.get("X-Twilio-Signature", "")
+    return RequestValidator(settings.TWILIO_AUTH_TOKEN).validate(url, request.POST, signature)
+
+
+@csrf_exempt  # Twilio cannot send a CSRF token; the signature takes its place.
+@require_POST
+def twilio_status(request: HttpRequest) -> HttpResponse:
+    """Message status callback: queued … sent → delivered / undelivered / failed."""
+    if not _signed_by_twilio(request):
+        return HttpResponseForbidden("Invalid signature.")
+    services.message_status_update(
+        provider_id=request.POST.get("MessageSid", ""),
+        provider_status=request.POST.get("MessageStatus", ""),
+        error_code=request.POST.get("ErrorCode", ""),
+    )
+    # 200 even for a message we do not know: Twilio would otherwise retry forever.
+    return HttpResponse(status=200)
