@@ -81,16 +81,20 @@ def system_actor(*, replace: bool = False) -> Iterator[None]:
     An actor already set (a request's user) is kept unless `replace` is true.
     """
     current = auditlog_value.get({})
+    keep = not replace and current.get("actor") is not None
+    # Looked up (and on first use created) while the caller's context is intact:
+    # auditlog's receivers of an enclosing request expect their own context value.
+    system = None if keep else get_system_user()
     # auditlog's set_actor() leaves its value in the context variable when its
     # block ends, but no longer attaches it to entries. Restoring the variable on
     # the way out keeps that stale actor from passing for a live one in the next
     # task of the same worker, whose writes would then be recorded with no actor.
     token = auditlog_value.set({} if replace else current)
     try:
-        if not replace and current.get("actor") is not None:
+        if keep:
             yield
         else:
-            with set_actor(get_system_user()):
+            with set_actor(system):
                 yield
     finally:
         auditlog_value.reset(token)

@@ -87,3 +87,41 @@ class OutboundMessage(models.Model):
 
     def get_additional_data(self) -> dict:
         return {"patient_id": self.patient_id}
+
+
+class InboundMessage(models.Model):
+    """An SMS a patient sent to one of the practice's numbers, and what it did.
+
+    Keywords act on their own (STOP opts the number out, START back in, C confirms
+    the next visit); everything else — and anything ambiguous — waits in the staff
+    inbox on the patients' timelines.
+    """
+
+    class Action(models.TextChoices):
+        OPT_OUT = "opt_out", "Opted out (STOP)"
+        OPT_IN = "opt_in", "Opted back in (START)"
+        HELP = "help", "Asked for help"
+        CONFIRMED = "confirmed", "Confirmed the next appointment"
+        INBOX = "inbox", "Waiting for staff"
+
+    provider_id = models.CharField(max_length=64, unique=True)
+    from_number = models.CharField(max_length=20, db_index=True)
+    to_number = models.CharField(max_length=20)
+    body = models.TextField(blank=True)
+    location = models.ForeignKey(
+        Location, on_delete=models.SET_NULL, null=True, blank=True, related_name="inbound_messages"
+    )
+    patients = models.ManyToManyField(Patient, blank=True, related_name="inbound_messages")
+    action = models.CharField(max_length=12, choices=Action.choices)
+    note = models.CharField(max_length=200, blank=True, help_text="Why it went to the inbox.")
+    confirmed_appointment = models.ForeignKey(
+        Appointment, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    received_at = models.DateTimeField()
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"SMS from {self.from_number}: {self.get_action_display()}"

@@ -19,7 +19,10 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from reminders.models import OutboundMessage
+from locations.models import Location
+from patients.models import Appointment, Patient
+from patients.services import appointment_save, patient_save
+from reminders.models import InboundMessage, OutboundMessage
 from reminders.senders import SendError, send_email, sms_sender
 
 Status = OutboundMessage.Status
@@ -145,3 +148,74 @@ def message_status_update(*, provider_id: str, provider_status: str, error_code:
             **fields
         )
     )
+
+
+# Carrier-standard keywords (case and surrounding spaces ignored).
+OPT_OUT_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+OPT_IN_WORDS = {"START", "YES", "UNSTOP"}
+HELP_WORDS = {"HELP", "INFO"}
+CONFIRM_WORDS = {"C", "Y", "CONFIRM"}
+
+
+@transaction.atomic
+def inbound_receive(*, provider_id: str, from_number: str, to_number: str, body: str):
+    """Act on a patient's SMS once, whatever number of times Twilio delivers it.
+
+    A number shared by several patients (a household) acts for all of them on
+    STOP/START; a confirmation needs exactly one matching next visit, otherwise it
+    goes to the inbox — a guess could confirm the wrong child's appointment.
+    """
+    existing = InboundMessage.objects.filter(provider_id=provider_id).first()
+    if existing is not None:
+        return existing
+    word = body.strip().upper()
+    patients = list(Patient.objects.filter(mobile_phone=from_number))
+    location = Location.objects.filter(sms_from_number=to_number).first()
+    inbound = InboundMessage(
+        provider_id=provider_id,
+        from_number=from_number,
+        to_number=to_number,
+        body=body[:1600],
+        location=location,
+        received_at=timezone.now(),
+        action=InboundMessage.Action.INBOX,
+    )
+    if word in OPT_OUT_WORDS or word in OPT_IN_WORDS:
+        opted_out = timezone.now() if word in OPT_OUT_WORDS else None
+        for patient in patients:
+            if (patient.sms_opted_out_at is None) != (opted_out is None):
+                patient.sms_opted_out_at = opted_out
+                patient_save(patient=patient, by=None)
+        inbound.action = (
+            InboundMessage.Action.OPT_OUT if opted_out else InboundMessage.Action.OPT_IN
+        )
+    elif word in HELP_WORDS:
+        inbound.action = InboundMessage.Action.HELP
+    elif word in CONFIRM_WORDS:
+        upcoming = Appointment.objects.filter(
+            patient__in=patients,
+            status=Appointment.Status.SCHEDULED,
+            start__gt=timezone.now(),
+            **({"location": location} if location else {}),
+        ).order_by("start")
+        # Each patient's next visit; more than one patient with one is ambiguous.
+        nexts: dict[int, Appointment] = {}
+        for appointment in upcoming:
+            nexts.setdefault(appointment.patient_id, appointment)
+        if len(nexts) == 1:
+            (appointment,) = nexts.values()
+            appointment.status = Appointment.Status.CONFIRMED
+            appointment_save(appointment=appointment, by=None)
+            inbound.action = InboundMessage.Action.CONFIRMED
+            inbound.confirmed_appointment = appointment
+        else:
+            inbound.note = (
+                "No upcoming appointment to confirm."
+                if not nexts
+                else "Several patients share this number; confirm the right visit by hand."
+            )
+    if not patients:
+        inbound.note = inbound.note or "No patient has this mobile number."
+    inbound.save()
+    inbound.patients.set(patients)
+    return inbound

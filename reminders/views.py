@@ -6,6 +6,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from twilio.request_validator import RequestValidator
 
+from practicecrm.audit import system_actor
 from reminders import services
 
 
@@ -36,3 +37,21 @@ def twilio_status(request: HttpRequest) -> HttpResponse:
     )
     # 200 even for a message we do not know: Twilio would otherwise retry forever.
     return HttpResponse(status=200)
+
+
+@csrf_exempt
+@require_POST
+def twilio_inbound(request: HttpRequest) -> HttpResponse:
+    """A patient's SMS to one of the practice's numbers (STOP, START, C, or anything)."""
+    if not _signed_by_twilio(request):
+        return HttpResponseForbidden("Invalid signature.")
+    # Opt-outs and confirmations change patient records: the system is their actor.
+    with system_actor(replace=True):
+        services.inbound_receive(
+            provider_id=request.POST.get("MessageSid", ""),
+            from_number=request.POST.get("From", ""),
+            to_number=request.POST.get("To", ""),
+            body=request.POST.get("Body", ""),
+        )
+    # Empty TwiML: replies (HELP, opt-out confirmation) go through the outbox instead.
+    return HttpResponse("<Response/>", content_type="text/xml")

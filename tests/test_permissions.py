@@ -68,6 +68,7 @@ followups:create            302>login   404         200/404     404         200/
 followups:discharge         302>login   404         200/404     404         200/404     200/404
 followups:rules             302>login   404         404         404         200         200
 reminders:twilio_status     405         405         405         405         405         405
+reminders:twilio_inbound    405         405         405         405         405         405
 followups:rule_create       302>login   404         404         404         404         200
 followups:rule_edit         302>login   404         404         404         404         200/404
 """
