@@ -17,7 +17,6 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
-from django_htmx.middleware import HtmxDetails
 
 from followups import selectors, services
 from followups.forms import (
@@ -33,11 +32,7 @@ from locations.access import CHANGE_PATIENTS, MANAGE_LOCATION, locations_for
 from locations.models import Location
 from patients.models import Patient
 from patients.selectors import patient_get, patient_locations, user_locations
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
-
+from practicecrm.http import HtmxHttpRequest
 
 # --- Today worklist and follow-up actions -----------------------------------------
 

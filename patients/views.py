@@ -15,7 +15,6 @@ from django.shortcuts import redirect, render
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
-from django_htmx.middleware import HtmxDetails
 
 from followups.models import ContactAttempt
 from followups.selectors import assignable_staff, patient_followups
@@ -25,10 +24,7 @@ from patients import selectors, services
 from patients.forms import AppointmentForm, HouseholdForm, PatientForm, PreferencesForm
 from patients.models import Appointment, Patient
 from practicecrm.audit import log_access
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
+from practicecrm.http import HtmxHttpRequest
 
 
 def _booking_context(user) -> dict:

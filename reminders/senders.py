@@ -88,26 +88,27 @@ def sms_sender() -> TwilioSmsSender | ConsoleSmsSender:
 
 
 def send_email(
-    *, to: str, subject: str, text: str, html: str, from_email: str, unsubscribe_url: str
+    *, to: str, subject: str, text: str, from_email: str, html: str = "", unsubscribe_url: str = ""
 ) -> SendResult:
-    """Send one email (plain text + HTML) through Django's configured backend.
+    """Send one email (plain text, plus HTML when given) through Django's backend.
 
-    List-Unsubscribe lets mail clients offer a one-click unsubscribe, which keeps
-    the practice's domain off spam lists.
+    With an unsubscribe URL, List-Unsubscribe lets mail clients offer a one-click
+    unsubscribe, which keeps the practice's domain off spam lists.
     """
     message_id = make_msgid()
+    headers = {"Message-ID": message_id}
+    if unsubscribe_url:
+        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message = EmailMultiAlternatives(
         subject=subject,
         body=text,
         from_email=from_email or settings.DEFAULT_FROM_EMAIL,
         to=[to],
-        headers={
-            "Message-ID": message_id,
-            "List-Unsubscribe": f"<{unsubscribe_url}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
+        headers=headers,
     )
-    message.attach_alternative(html, "text/html")
+    if html:
+        message.attach_alternative(html, "text/html")
     try:
         message.send()
     except OSError as exc:  # SMTP outage, refused connection, timeout

@@ -79,9 +79,9 @@ def message_send(*, message_id: int) -> str:
                 to=message.to,
                 subject=message.subject,
                 text=message.body,
-                html=message.html_body or message.body,
+                html=message.html_body,
                 from_email=message.sender,
-                unsubscribe_url="",
+                # Unsubscribe links arrive with templates and planning (#4).
             )
     except SendError as exc:
         if exc.retryable and message.attempts < MAX_ATTEMPTS:

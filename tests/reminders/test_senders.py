@@ -129,3 +129,11 @@ def test_it_reports_an_unreachable_mail_server_as_retryable(settings):
             unsubscribe_url="https://x.example/u",
         )
     assert raised.value.retryable
+
+
+def test_it_sends_plain_email_without_an_empty_unsubscribe_header(settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    send_email(to="zoe@example.test", subject="s", text="t", from_email="a@example.test")
+    (sent,) = mail.outbox
+    assert "List-Unsubscribe" not in sent.extra_headers
+    assert sent.alternatives == []
