@@ -1,5 +1,6 @@
 """Locations of the practice group and the per-location role grants of staff."""
 
+import datetime as dt
 import zoneinfo
 
 from django.conf import settings
@@ -70,6 +71,21 @@ class Location(models.Model):
     module_intake = models.BooleanField("intake module", default=False)
     module_memberships = models.BooleanField("memberships module", default=False)
     module_referrals = models.BooleanField("referrals module", default=False)
+    # Outreach rules (issue #4): when messages may go out and how many a patient gets.
+    quiet_hours_start = models.TimeField(
+        "send from", default=dt.time(8), help_text="Local time; nothing goes out before."
+    )
+    quiet_hours_end = models.TimeField(
+        "send until", default=dt.time(20), help_text="Local time; later messages wait."
+    )
+    cap_per_day = models.PositiveSmallIntegerField(
+        "messages per patient per day", default=1, help_text="Reminders and recalls together."
+    )
+    cap_per_week = models.PositiveSmallIntegerField("messages per patient per 7 days", default=3)
+    household_grouping = models.BooleanField(
+        default=True,
+        help_text="One message a day to a household's primary contact for the whole family.",
+    )
     shadow_mode = models.BooleanField(
         default=False,
         help_text="Reminders are planned and recorded as if sent, but nothing leaves: "
@@ -95,6 +111,38 @@ class Location(models.Model):
     def tz(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.time_zone)
 
+    def open_days(self) -> set[int]:
+        """Weekdays (0 = Monday) the location is open; no messages on the others."""
+        return {WEEKDAYS.index(day) for day in self.business_hours}
+
+    def may_send_at(self, moment: dt.datetime) -> bool:
+        local = moment.astimezone(self.tz)
+        return (
+            local.weekday() in self.open_days()
+            and self.quiet_hours_start <= local.time() < self.quiet_hours_end
+        )
+
+    def next_send_time(self, moment: dt.datetime) -> dt.datetime:
+        """The first moment at or after `moment` when a message may go out.
+
+        Computed on the location's wall clock, so "08:00" stays 08:00 across a DST
+        change; a day whose 08:00 does not exist (never, in practice) moves on.
+        """
+        if self.may_send_at(moment):
+            return moment
+        local = moment.astimezone(self.tz)
+        day = local.date()
+        if local.time() >= self.quiet_hours_start:
+            day += dt.timedelta(days=1)
+        open_days = self.open_days() or set(range(7))
+        for _ in range(8):
+            if day.weekday() in open_days:
+                start = dt.datetime.combine(day, self.quiet_hours_start, tzinfo=self.tz)
+                # Round-trip through UTC to resolve a time inside a DST gap.
+                return start.astimezone(dt.UTC)
+            day += dt.timedelta(days=1)
+        raise AssertionError("unreachable: a week always has an open day")
+
     def clean(self) -> None:
         from patients.phones import InvalidPhone, normalize_phone
 
@@ -109,6 +157,14 @@ class Location(models.Model):
         sid = self.sms_messaging_service_sid
         if sid and not (sid.startswith("MG") and len(sid) == 34):
             errors["sms_messaging_service_sid"] = "A messaging service SID is MG + 32 characters."
+        start, end = self.quiet_hours_start, self.quiet_hours_end
+        if start and end and start >= end:
+            errors["quiet_hours_end"] = "“Send until” must be later than “send from”."
+        if self.cap_per_day is not None and self.cap_per_week is not None:
+            if self.cap_per_day < 1:
+                errors["cap_per_day"] = "At least 1, or no reminder could ever go out."
+            elif self.cap_per_week < self.cap_per_day:
+                errors["cap_per_week"] = "The weekly limit cannot be lower than the daily one."
         if errors:
             raise ValidationError(errors)
 

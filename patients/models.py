@@ -108,6 +108,9 @@ class Patient(models.Model):
     do_not_contact_reason = models.CharField(max_length=200, blank=True)
     # Set from carrier STOP replies (reminders app) and cleared by START.
     sms_opted_out_at = models.DateTimeField(null=True, blank=True)
+    # Set when Twilio says the mobile number cannot take SMS (landline, invalid):
+    # reminders fall back to email until the number is changed.
+    sms_unusable_reason = models.CharField(max_length=200, blank=True)
 
     search_name = models.CharField(max_length=320, editable=False, default="")
     search_phones = models.CharField(max_length=80, editable=False, default="")
@@ -215,6 +218,10 @@ class ChannelConsent(models.Model):
         related_name="+",
     )
     note = models.CharField(max_length=200, blank=True)
+    # Consent can be narrowed per kind of message: yes to appointment reminders by
+    # SMS, no to recall outreach by SMS (issue #4). Only meaningful when granted.
+    appointment_reminders = models.BooleanField(default=True)
+    recall_outreach = models.BooleanField(default=True)
 
     class Meta:
         constraints = [

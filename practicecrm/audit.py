@@ -41,6 +41,7 @@ def register_models() -> None:
         Patient,
         Provider,
     )
+    from reminders.models import MessageTemplate, OutreachPlan, ReminderSchedule
 
     auditlog.register(Location)
     auditlog.register(LocationGrant)
@@ -63,6 +64,10 @@ def register_models() -> None:
     auditlog.register(Discharge)
     auditlog.register(Followup, exclude_fields=["updated_at"])
     auditlog.register(ContactAttempt)
+    # Reminder configuration is audited; the outbox itself is its own record.
+    auditlog.register(ReminderSchedule, exclude_fields=["updated_at"])
+    auditlog.register(OutreachPlan, exclude_fields=["updated_at"])
+    auditlog.register(MessageTemplate, exclude_fields=["updated_at"])
 
 
 def get_system_user():

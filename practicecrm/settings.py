@@ -233,6 +233,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "followups.tasks.release_stale_bookings",
         "schedule": 60 * 60,
     },
+    "reconcile-sending": {
+        "task": "reminders.tasks.reconcile_sending",
+        "schedule": 5 * 60,
+    },
 }
 
 # --- Email ----------------------------------------------------------------------------
@@ -249,6 +253,8 @@ TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
 # The public https://host Twilio calls, when a proxy hides it from Django; webhook
 # signatures are computed over that URL.
 TWILIO_WEBHOOK_BASE_URL = env.str("TWILIO_WEBHOOK_BASE_URL", default="")
+# Where patients reach the app from outside (email unsubscribe links); empty: no link.
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 
 # --- Audit trail ------------------------------------------------------------------------
 AUDITLOG_INCLUDE_ALL_MODELS = False

@@ -5,27 +5,162 @@ the database, and every move between statuses is a conditional UPDATE, so a retr
 a crashed worker or two dispatchers never send one message twice.
 """
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
 from followups.models import Followup
 from locations.models import Location
-from patients.models import Appointment, Patient
+from patients.models import Appointment, AppointmentType, Patient
+
+
+class Kind(models.TextChoices):
+    APPOINTMENT_REMINDER = "appointment_reminder", "Appointment reminder"
+    RECALL = "recall", "Recall outreach"
+    CONFIRMATION_REPLY = "confirmation_reply", "Confirmation reply"
+    HELP_REPLY = "help_reply", "HELP reply"
+    OPT_OUT_CONFIRMATION = "opt_out_confirmation", "Opt-out confirmation"
+
+
+class Channel(models.TextChoices):
+    SMS = "sms", "SMS"
+    EMAIL = "email", "Email"
+
+
+class StepChannel(models.TextChoices):
+    SMS = "sms", "SMS"
+    EMAIL = "email", "Email"
+    PREFERRED = "preferred", "Patient's preferred channel"
+
+
+def validate_steps(value: object, *, offset_key: str) -> None:
+    if not isinstance(value, list) or not value:
+        raise ValidationError("Give at least one step.")
+    for step in value:
+        if (
+            not isinstance(step, dict)
+            or not isinstance(step.get(offset_key), int)
+            or step.get("channel") not in StepChannel.values
+        ):
+            raise ValidationError(f"Each step needs “{offset_key}” and a channel.")
+
+
+class ReminderSchedule(models.Model):
+    """When appointment reminders go out, per location and (optionally) visit type.
+
+    Steps are minutes before the visit and a channel, e.g. email 7 days, SMS 2 days,
+    SMS 2 hours. A type's own schedule beats the location's, which beats the
+    built-in default (reminders.planning.DEFAULT_APPOINTMENT_STEPS).
+    """
+
+    location = models.ForeignKey(Location, on_delete=models.CASCADE, related_name="+")
+    appointment_type = models.ForeignKey(
+        AppointmentType,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Leave empty for the location's default.",
+    )
+    steps = models.JSONField(help_text='[{"minutes_before": 10080, "channel": "email"}, …]')
+    is_active = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["location__name", "appointment_type__name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["location", "appointment_type"],
+                name="one_schedule_per_location_type",
+            ),
+            models.UniqueConstraint(
+                fields=["location"],
+                condition=Q(appointment_type__isnull=True),
+                name="one_default_schedule_per_location",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.location} — {self.appointment_type or 'all visit types'}"
+
+    def clean(self) -> None:
+        validate_steps(self.steps, offset_key="minutes_before")
+
+
+class OutreachPlan(models.Model):
+    """A recall sequence relative to the due date, named by cadence rules.
+
+    Steps are days from the due date (negative = before) and a channel, e.g.
+    email at −14, SMS at 0, SMS at +14; after the last step the follow-up is on
+    the call list (the Today worklist) until it lapses after the rule's attempts.
+    """
+
+    name = models.CharField(max_length=60, unique=True)
+    steps = models.JSONField(help_text='[{"days": -14, "channel": "email"}, …]')
+    is_active = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        validate_steps(self.steps, offset_key="days")
+
+
+class MessageTemplate(models.Model):
+    """The words of one kind of message on one channel in one language.
+
+    Rows without a location are the practice's defaults; a location's row
+    overrides them. A missing language falls back to English. Only the
+    placeholders in reminders.templating.PLACEHOLDERS can be used.
+    """
+
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    language = models.CharField(
+        max_length=8, choices=Patient.Language.choices, default=Patient.Language.EN
+    )
+    location = models.ForeignKey(
+        Location,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="message_templates",
+        help_text="Leave empty for the default used by every location.",
+    )
+    subject = models.CharField(max_length=150, blank=True, help_text="Email only.")
+    body = models.TextField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind", "channel", "language", "location__name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "channel", "language", "location"],
+                name="one_template_per_location",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "channel", "language"],
+                condition=Q(location__isnull=True),
+                name="one_default_template",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        where = self.location or "all locations"
+        return (
+            f"{self.get_kind_display()} · {self.get_channel_display()} · {self.language} · {where}"
+        )
 
 
 class OutboundMessage(models.Model):
     """A message planned, sent, suppressed or failed — with the reason when not sent."""
 
-    class Kind(models.TextChoices):
-        APPOINTMENT_REMINDER = "appointment_reminder", "Appointment reminder"
-        RECALL = "recall", "Recall outreach"
-        CONFIRMATION_REPLY = "confirmation_reply", "Confirmation reply"
-        HELP_REPLY = "help_reply", "HELP reply"
-        OPT_OUT_CONFIRMATION = "opt_out_confirmation", "Opt-out confirmation"
-
-    class Channel(models.TextChoices):
-        SMS = "sms", "SMS"
-        EMAIL = "email", "Email"
+    Kind = Kind
+    Channel = Channel
 
     class Status(models.TextChoices):
         PLANNED = "planned", "Planned"
@@ -42,7 +177,12 @@ class OutboundMessage(models.Model):
     idempotency_key = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=24, choices=Kind.choices)
     channel = models.CharField(max_length=8, choices=Channel.choices)
+    # Who the message is about, and who receives it: the household's primary
+    # contact receives the family's reminders when household grouping is on.
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="messages")
+    recipient = models.ForeignKey(
+        Patient, on_delete=models.CASCADE, null=True, blank=True, related_name="received_messages"
+    )
     location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="messages")
     appointment = models.ForeignKey(
         Appointment, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
@@ -50,6 +190,9 @@ class OutboundMessage(models.Model):
     followup = models.ForeignKey(
         Followup, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
     )
+    # Which step of the schedule or outreach plan planned it, e.g. "2880m:sms" or
+    # "-14d:email": replanning moves the pending row of the same step.
+    step = models.CharField(max_length=40, blank=True)
     # Snapshots: what was (to be) sent, to whom and from where, as of planning.
     to = models.CharField(max_length=254)
     sender = models.CharField(max_length=254, help_text="SMS number, MG… service or from-address.")
@@ -65,6 +208,10 @@ class OutboundMessage(models.Model):
     error_code = models.CharField(max_length=20, blank=True)
     error_message = models.CharField(max_length=300, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Failures a person should look at (carrier blocked, unreachable after retries),
+    # until someone marks them handled on the Messages page.
+    needs_attention = models.BooleanField(default=False)
+    handled_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -79,6 +226,13 @@ class OutboundMessage(models.Model):
                 name="outbox_due_idx",
             ),
             models.Index(fields=["patient", "-scheduled_for"], name="outbox_patient_idx"),
+            models.Index(fields=["location", "-scheduled_for"], name="outbox_location_idx"),
+            models.Index(fields=["recipient", "sent_at"], name="outbox_recipient_sent_idx"),
+            models.Index(
+                fields=["appointment"],
+                condition=Q(status__in=["planned", "suppressed"]),
+                name="outbox_pending_appt_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -15,8 +15,11 @@ import datetime as dt
 import random
 from functools import partial
 
+from django.conf import settings
+from django.core import signing
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.urls import reverse
 from django.utils import timezone
 
 from locations.models import Location
@@ -60,20 +63,61 @@ def dispatch_due(*, now: dt.datetime | None = None, limit: int = 500) -> list[in
     return ids
 
 
+TRANSACTIONAL = {
+    OutboundMessage.Kind.CONFIRMATION_REPLY,
+    OutboundMessage.Kind.HELP_REPLY,
+    OutboundMessage.Kind.OPT_OUT_CONFIRMATION,
+}
+# What a patient "gets" for the frequency cap: outreach that went (or is going) out.
+COUNTED = [Status.SENDING, Status.SENT, Status.DELIVERED, Status.SHADOW]
+# Twilio error codes and what they mean for the number and the message.
+OPTED_OUT_CODES = {"21610"}
+UNUSABLE_CODES = {
+    "21211": "invalid number",
+    "21614": "not a mobile number",
+    "30006": "landline or unreachable carrier",
+}
+UNREACHABLE_CODES = {"30003", "30005"}  # handset off / unknown: a few more tries
+FILTERED_CODES = {"30007"}  # carrier filtered it as spam: a person must look
+MAX_UNREACHABLE_RETRIES = 2
+
+
 def message_send(*, message_id: int) -> str:
-    """Send one queued row; returns its new status (or "skipped" if not ours to send)."""
+    """Send one queued row; returns its new status (or "skipped" if not ours to send).
+
+    The claim (queued → sending) commits first. Then, with the recipient's row
+    locked so two workers cannot both pass the frequency cap, the message is
+    checked once more — consent, opt-out, quiet hours, cap, household — and only
+    then handed to the provider, outside any transaction.
+    """
+    now = timezone.now()
     claimed = OutboundMessage.objects.filter(pk=message_id, status=Status.QUEUED).update(
-        status=Status.SENDING, attempts=F("attempts") + 1, updated_at=timezone.now()
+        status=Status.SENDING, attempts=F("attempts") + 1, updated_at=now
     )
     if not claimed:
         # Another delivery of this task, or a row cancelled meanwhile: nothing to do.
         return "skipped"
-    message = OutboundMessage.objects.select_related("location").get(pk=message_id)
+    with transaction.atomic():
+        message = OutboundMessage.objects.select_related("location").get(pk=message_id)
+        if message.recipient_id:
+            # Serialises the cap check of two workers sending to the same person.
+            list(Patient.objects.select_for_update().filter(pk=message.recipient_id).values("pk"))
+        verdict = _verdict(message, now) if message.kind not in TRANSACTIONAL else None
+        if verdict is not None:
+            status, fields = verdict
+            return _finish(message, status=status, **fields)
+        if message.kind not in TRANSACTIONAL:
+            _merge_household(message, now)
     if message.location.shadow_mode:
         return _finish(message, status=Status.SHADOW, sent_at=timezone.now())
     try:
         if message.channel == OutboundMessage.Channel.SMS:
-            result = sms_sender().send(to=message.to, body=message.body, sender=message.sender)
+            result = sms_sender().send(
+                to=message.to,
+                body=message.body,
+                sender=message.sender,
+                status_callback=_status_callback_url(),
+            )
         else:
             result = send_email(
                 to=message.to,
@@ -81,22 +125,277 @@ def message_send(*, message_id: int) -> str:
                 text=message.body,
                 html=message.html_body,
                 from_email=message.sender,
-                # Unsubscribe links arrive with templates and planning (#4).
+                unsubscribe_url=unsubscribe_url(message),
             )
     except SendError as exc:
-        if exc.retryable and message.attempts < MAX_ATTEMPTS:
-            return _finish(
-                message,
-                status=Status.PLANNED,
-                scheduled_for=timezone.now() + backoff(message.attempts),
-                error_code=exc.code,
-                error_message=str(exc)[:300],
-            )
-        return _finish(
-            message, status=Status.FAILED, error_code=exc.code, error_message=str(exc)[:300]
-        )
+        return _failed(message, exc)
     return _finish(
         message, status=Status.SENT, provider_id=result.provider_id, sent_at=timezone.now()
+    )
+
+
+def _status_callback_url() -> str:
+    base = settings.TWILIO_WEBHOOK_BASE_URL.rstrip("/")
+    return f"{base}{reverse('reminders:twilio_status')}" if base else ""
+
+
+def unsubscribe_url(message: OutboundMessage) -> str:
+    """A signed one-click link that withdraws the recipient's email consent."""
+    base = settings.SITE_URL.rstrip("/")
+    if not base or message.kind in TRANSACTIONAL or not message.recipient_id:
+        return ""
+    token = signing.dumps({"p": message.recipient_id}, salt=UNSUBSCRIBE_SALT)
+    return f"{base}{reverse('reminders:unsubscribe', args=[token])}"
+
+
+UNSUBSCRIBE_SALT = "reminders.unsubscribe"
+
+
+def _verdict(message: OutboundMessage, now: dt.datetime) -> tuple[str, dict] | None:
+    """None if the message may go now; else the status and fields to leave "sending" with."""
+    from reminders import planning
+
+    Kind = OutboundMessage.Kind
+    location = message.location
+    if message.kind == Kind.APPOINTMENT_REMINDER:
+        appointment = (
+            Appointment.objects.filter(pk=message.appointment_id or 0)
+            .only("status", "start")
+            .first()
+        )
+        if appointment is None or appointment.status not in planning.BOOKED:
+            label = appointment.get_status_display().lower() if appointment else "deleted"
+            return Status.CANCELLED, {"reason": f"Appointment {label}"}
+        if appointment.start <= now:
+            return Status.CANCELLED, {"reason": "The appointment time has passed"}
+    if message.kind == Kind.RECALL:
+        followup = message.followup
+        if followup is None:
+            return Status.CANCELLED, {"reason": "Follow-up deleted"}
+        if followup.status == followup.Status.SCHEDULED:
+            return Status.SUPPRESSED, {"reason": "Future appointment booked"}
+        if followup.status not in (followup.Status.OPEN, followup.Status.CONTACTED):
+            return Status.CANCELLED, {
+                "reason": f"Follow-up {followup.get_status_display().lower()}"
+            }
+    patient = message.patient
+    recipient = message.recipient or patient
+    blocker = planning.person_blocker(
+        patient=patient, recipient=recipient, location=location, kind=message.kind
+    ) or planning.channel_blocker(
+        recipient=recipient, location=location, kind=message.kind, channel=message.channel
+    )
+    if blocker:
+        return Status.SUPPRESSED, {"reason": blocker}
+    if planning.address(recipient, message.channel) != message.to:
+        message.to = planning.address(recipient, message.channel)
+        OutboundMessage.objects.filter(pk=message.pk).update(to=message.to)
+    if not location.may_send_at(now):
+        later = location.next_send_time(now)
+        if message.appointment is not None and later >= message.appointment.start:
+            return Status.SUPPRESSED, {
+                "reason": "Quiet hours: no time left to send before the visit"
+            }
+        return Status.PLANNED, {
+            "scheduled_for": later,
+            "reason": planning.deferral_note(location, later),
+        }
+    over = _over_cap(recipient, location, now, exclude=message.pk)
+    if over:
+        if message.kind == Kind.RECALL:
+            local = now.astimezone(location.tz).date() + dt.timedelta(days=1)
+            later = location.next_send_time(
+                dt.datetime.combine(local, location.quiet_hours_start, tzinfo=location.tz)
+            )
+            return Status.PLANNED, {
+                "scheduled_for": later,
+                "reason": f"{over} → deferred to {planning.local_label(location, later)}",
+            }
+        return Status.SUPPRESSED, {"reason": over}
+    return None
+
+
+def _over_cap(recipient: Patient, location: Location, now: dt.datetime, *, exclude: int) -> str:
+    """The cap this recipient has reached ("" if another message may go out)."""
+    counted = OutboundMessage.objects.filter(recipient=recipient, status__in=COUNTED).exclude(
+        kind__in=TRANSACTIONAL
+    )
+    counted = counted.exclude(pk=exclude)
+    local = now.astimezone(location.tz)
+    day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    # "sending" rows have no sent_at yet; they are going out now, so they count.
+    sent_since = lambda moment: counted.filter(  # noqa: E731
+        Q(sent_at__gte=moment) | Q(sent_at__isnull=True, status=Status.SENDING)
+    ).count()
+    if sent_since(day_start) >= location.cap_per_day:
+        n = location.cap_per_day
+        return f"Frequency cap: {n} message{'s' if n != 1 else ''} a day already sent"
+    if sent_since(now - dt.timedelta(days=7)) >= location.cap_per_week:
+        return f"Frequency cap: {location.cap_per_week} messages in 7 days already sent"
+    return ""
+
+
+def _merge_household(message: OutboundMessage, now: dt.datetime) -> None:
+    """Fold the family's other messages of today into this one (household grouping).
+
+    Rows of the same kind and channel for other patients, going to the same
+    recipient later today, are suppressed as merged; this message names everyone.
+    """
+    from reminders.templating import render
+
+    if not message.recipient_id or not message.location.household_grouping:
+        return
+    location = message.location
+    local_day_end = (now.astimezone(location.tz) + dt.timedelta(days=1)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    siblings = list(
+        OutboundMessage.objects.select_for_update(skip_locked=True)
+        .filter(
+            recipient_id=message.recipient_id,
+            kind=message.kind,
+            channel=message.channel,
+            status=Status.PLANNED,
+            scheduled_for__lt=local_day_end,
+        )
+        .exclude(patient_id=message.patient_id)
+        .select_related("patient", "appointment")
+    )
+    when = _when(message)
+    if message.appointment is not None:
+        # One visit day per message: the family's visits that day, earliest time first.
+        day = message.appointment.start.astimezone(location.tz).date()
+        siblings = [
+            s
+            for s in siblings
+            if s.appointment and s.appointment.start.astimezone(location.tz).date() == day
+        ]
+        when = min(
+            [message.appointment.start] + [s.appointment.start for s in siblings if s.appointment]
+        )
+    if not siblings:
+        return
+    names = [message.patient.preferred_name or message.patient.first_name] + [
+        s.patient.preferred_name or s.patient.first_name for s in siblings
+    ]
+    recipient = message.recipient
+    assert recipient is not None  # checked on entry
+    text = render(
+        kind=message.kind,
+        channel=message.channel,
+        language=recipient.language,
+        location=location,
+        first_name=", ".join(names[:-1]) + f" & {names[-1]}",
+        when=when,
+    )
+    message.subject, message.body = text.subject, text.body
+    OutboundMessage.objects.filter(pk=message.pk).update(subject=text.subject, body=text.body)
+    OutboundMessage.objects.filter(pk__in=[s.pk for s in siblings], status=Status.PLANNED).update(
+        status=Status.SUPPRESSED,
+        reason=f"Household: sent together in one message to {recipient.first_name}",
+        updated_at=now,
+    )
+
+
+def _when(message: OutboundMessage) -> dt.datetime | dt.date | None:
+    """The date (and time) the message is about: the visit, or the recall's due date."""
+    if message.appointment is not None:
+        return message.appointment.start
+    if message.followup is not None:
+        return message.followup.due_date
+    return None
+
+
+def _failed(message: OutboundMessage, exc: SendError) -> str:
+    """Map a provider refusal to what it means for the number and the message."""
+    code = exc.code
+    fields = {"error_code": code, "error_message": str(exc)[:300]}
+    if code in OPTED_OUT_CODES:
+        _flag_number(message.to, opted_out=True)
+        return _finish(
+            message,
+            status=Status.SUPPRESSED,
+            reason="Opted out of SMS (the carrier reports STOP)",
+            **fields,
+        )
+    if code in UNUSABLE_CODES and message.channel == OutboundMessage.Channel.SMS:
+        _flag_number(message.to, unusable=f"Twilio {code}: {UNUSABLE_CODES[code]}")
+        status = _finish(message, status=Status.FAILED, **fields)
+        _email_fallback(message)
+        return status
+    if code in FILTERED_CODES:
+        return _finish(
+            message,
+            status=Status.FAILED,
+            needs_attention=True,
+            reason="The carrier blocked it as spam; not retried",
+            **fields,
+        )
+    if exc.retryable and message.attempts < MAX_ATTEMPTS:
+        return _finish(
+            message,
+            status=Status.PLANNED,
+            scheduled_for=timezone.now() + backoff(message.attempts),
+            reason="Provider busy or unreachable; trying again",
+            **fields,
+        )
+    return _finish(message, status=Status.FAILED, needs_attention=exc.retryable, **fields)
+
+
+def _flag_number(number: str, *, opted_out: bool = False, unusable: str = "") -> None:
+    """Record on every patient with this mobile number what the carrier told us."""
+    from practicecrm.audit import system_actor
+
+    with system_actor():
+        for patient in Patient.objects.filter(mobile_phone=number):
+            if opted_out and patient.sms_opted_out_at is None:
+                patient.sms_opted_out_at = timezone.now()
+            elif unusable:
+                patient.sms_unusable_reason = unusable
+            else:
+                continue
+            patient_save(patient=patient, by=None)
+
+
+def _email_fallback(message: OutboundMessage) -> None:
+    """Plan the same step by email when the number cannot take SMS and email is consented."""
+    from reminders import planning
+    from reminders.templating import render
+
+    recipient = message.recipient or message.patient
+    recipient.refresh_from_db()
+    kind, location = message.kind, message.location
+    if planning.channel_blocker(
+        recipient=recipient, location=location, kind=kind, channel=OutboundMessage.Channel.EMAIL
+    ):
+        return
+    when = _when(message)
+    text = render(
+        kind=kind,
+        channel=OutboundMessage.Channel.EMAIL,
+        language=recipient.language,
+        location=location,
+        first_name=message.patient.preferred_name or message.patient.first_name,
+        when=when,
+    )
+    OutboundMessage.objects.get_or_create(
+        idempotency_key=f"{message.idempotency_key}:email-fallback",
+        defaults={
+            "kind": kind,
+            "channel": OutboundMessage.Channel.EMAIL,
+            "step": f"{message.step}:email-fallback",
+            "patient": message.patient,
+            "recipient": recipient,
+            "location": location,
+            "appointment": message.appointment,
+            "followup": message.followup,
+            "to": recipient.email,
+            "sender": planning.sender_for(location, OutboundMessage.Channel.EMAIL),
+            "subject": text.subject,
+            "body": text.body,
+            "scheduled_for": timezone.now(),
+            "reason": "Email instead: the mobile number can't receive SMS",
+        },
     )
 
 
@@ -135,19 +434,46 @@ def message_status_update(*, provider_id: str, provider_status: str, error_code:
 
     Callbacks arrive out of order and more than once: the UPDATE only matches rows
     in an earlier status, so "delivered" followed by a late "sent" stays delivered,
-    and a repeated callback changes nothing.
+    and a repeated callback changes nothing. An undelivered message to a handset
+    that is off (30003/30005) is tried again a couple of times; one the carrier
+    filtered (30007) waits for a person.
     """
     new = _PROVIDER_STATUS.get(provider_status)
     if not provider_id or new is None:
         return False  # queued/accepted/sending add nothing to what the send recorded
-    fields = {"status": new, "updated_at": timezone.now()}
+    now = timezone.now()
+    fields: dict = {"status": new, "updated_at": now}
     if error_code:
         fields["error_code"] = error_code[:20]
-    return bool(
-        OutboundMessage.objects.filter(provider_id=provider_id, status__in=_EARLIER[new]).update(
-            **fields
-        )
-    )
+    rows = OutboundMessage.objects.filter(provider_id=provider_id, status__in=_EARLIER[new])
+    if new in (Status.UNDELIVERED, Status.FAILED):
+        if error_code in UNREACHABLE_CODES:
+            retry = rows.filter(attempts__lte=MAX_UNREACHABLE_RETRIES).first()
+            if retry is not None:
+                return bool(
+                    rows.filter(pk=retry.pk).update(
+                        status=Status.PLANNED,
+                        provider_id="",
+                        error_code=error_code,
+                        scheduled_for=now + 30 * backoff(retry.attempts),
+                        reason=f"Phone unreachable (Twilio {error_code}); trying again later",
+                        updated_at=now,
+                    )
+                )
+            fields["needs_attention"] = True
+            fields["reason"] = "Phone unreachable after several tries"
+        elif error_code in FILTERED_CODES:
+            fields["needs_attention"] = True
+            fields["reason"] = "The carrier blocked it as spam; not retried"
+        elif error_code in OPTED_OUT_CODES:
+            for number in rows.values_list("to", flat=True):
+                _flag_number(number, opted_out=True)
+        elif error_code in UNUSABLE_CODES:
+            for number in rows.values_list("to", flat=True):
+                _flag_number(number, unusable=f"Twilio {error_code}: {UNUSABLE_CODES[error_code]}")
+        else:
+            fields["needs_attention"] = True
+    return bool(rows.update(**fields))
 
 
 # Carrier-standard keywords (case and surrounding spaces ignored).
@@ -180,17 +506,23 @@ def inbound_receive(*, provider_id: str, from_number: str, to_number: str, body:
         received_at=timezone.now(),
         action=InboundMessage.Action.INBOX,
     )
+    reply: tuple[str, Appointment | None] | None = None
     if word in OPT_OUT_WORDS or word in OPT_IN_WORDS:
         opted_out = timezone.now() if word in OPT_OUT_WORDS else None
+        changed = False
         for patient in patients:
             if (patient.sms_opted_out_at is None) != (opted_out is None):
                 patient.sms_opted_out_at = opted_out
                 patient_save(patient=patient, by=None)
+                changed = True
         inbound.action = (
             InboundMessage.Action.OPT_OUT if opted_out else InboundMessage.Action.OPT_IN
         )
+        if opted_out and changed:
+            reply = (OutboundMessage.Kind.OPT_OUT_CONFIRMATION, None)
     elif word in HELP_WORDS:
         inbound.action = InboundMessage.Action.HELP
+        reply = (OutboundMessage.Kind.HELP_REPLY, None)
     elif word in CONFIRM_WORDS:
         upcoming = Appointment.objects.filter(
             patient__in=patients,
@@ -208,6 +540,7 @@ def inbound_receive(*, provider_id: str, from_number: str, to_number: str, body:
             appointment_save(appointment=appointment, by=None)
             inbound.action = InboundMessage.Action.CONFIRMED
             inbound.confirmed_appointment = appointment
+            reply = (OutboundMessage.Kind.CONFIRMATION_REPLY, appointment)
         else:
             inbound.note = (
                 "No upcoming appointment to confirm."
@@ -218,4 +551,48 @@ def inbound_receive(*, provider_id: str, from_number: str, to_number: str, body:
         inbound.note = inbound.note or "No patient has this mobile number."
     inbound.save()
     inbound.patients.set(patients)
+    if reply is not None and patients:
+        _reply(inbound, kind=reply[0], patients=patients, appointment=reply[1])
     return inbound
+
+
+def _reply(
+    inbound: InboundMessage, *, kind: str, patients: list[Patient], appointment: Appointment | None
+) -> OutboundMessage:
+    """Answer an SMS from the number it was sent to, once per inbound message.
+
+    Answers are transactional: they go out at once, whatever the hour, and do not
+    count towards the frequency cap. Sent through the outbox like everything else.
+    """
+    from reminders.tasks import send_message
+    from reminders.templating import render
+
+    patient = appointment.patient if appointment else patients[0]
+    location = inbound.location or (appointment.location if appointment else patient.home_location)
+    text = render(
+        kind=kind,
+        channel=OutboundMessage.Channel.SMS,
+        language=patient.language,
+        location=location,
+        first_name=patient.preferred_name or patient.first_name,
+        when=appointment.start if appointment else None,
+    )
+    message, created = OutboundMessage.objects.get_or_create(
+        idempotency_key=f"reply:{inbound.provider_id}",
+        defaults={
+            "kind": kind,
+            "channel": OutboundMessage.Channel.SMS,
+            "patient": patient,
+            "recipient": patient,
+            "location": location,
+            "appointment": appointment,
+            "to": inbound.from_number,
+            "sender": inbound.to_number or location.sms_from_number,
+            "body": text.body,
+            "scheduled_for": timezone.now(),
+            "status": Status.QUEUED,
+        },
+    )
+    if created:
+        transaction.on_commit(partial(send_message.delay, message.pk))
+    return message

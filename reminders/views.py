@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 from twilio.request_validator import RequestValidator
 
 from practicecrm.audit import system_actor
@@ -55,3 +55,42 @@ def twilio_inbound(request: HttpRequest) -> HttpResponse:
         )
     # Empty TwiML: replies (HELP, opt-out confirmation) go through the outbox instead.
     return HttpResponse("<Response/>", content_type="text/xml")
+
+
+@csrf_exempt  # RFC 8058 one-click: the mail provider POSTs without a session or token.
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """The email's unsubscribe link: a page with one button, and RFC 8058 one-click.
+
+    The signed token names the recipient; no login, since the patient has none.
+    GET never changes anything (mail scanners follow links); POST withdraws email
+    consent, recorded as the patient's own choice.
+    """
+    from django.core import signing
+    from django.shortcuts import render
+
+    from patients.models import ChannelConsent, Patient
+    from patients.services import consent_set
+
+    try:
+        data = signing.loads(token, salt=services.UNSUBSCRIBE_SALT, max_age=60 * 60 * 24 * 365)
+        patient = Patient.objects.get(pk=data["p"])
+    except (signing.BadSignature, Patient.DoesNotExist, KeyError, TypeError):
+        return render(request, "reminders/unsubscribe.html", {"invalid": True}, status=404)
+    done = False
+    if request.method == "POST":
+        with system_actor(replace=True):
+            consent_set(
+                patient=patient,
+                channel="email",
+                status=ChannelConsent.Status.REFUSED,
+                method=ChannelConsent.Method.ONLINE,
+                by=None,
+                note="Unsubscribe link in a reminder email",
+            )
+        done = True
+    return render(
+        request,
+        "reminders/unsubscribe.html",
+        {"done": done, "location": patient.home_location},
+    )

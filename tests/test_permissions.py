@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from auditlog.models import LogEntry
 from django.contrib.auth.models import Permission
+from django.core import signing
 from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
@@ -25,6 +26,7 @@ from django.utils import timezone
 from followups.models import CadenceRule, Followup, FollowupType
 from locations.models import Location, Role
 from patients.models import Appointment, AppointmentType, Patient, Provider
+from reminders.services import UNSUBSCRIBE_SALT
 from tests.factories import (
     AppointmentFactory,
     AppointmentTypeFactory,
@@ -69,6 +71,7 @@ followups:discharge         302>login   404         200/404     404         200/
 followups:rules             302>login   404         404         404         200         200
 reminders:twilio_status     405         405         405         405         405         405
 reminders:twilio_inbound    405         405         405         405         405         405
+reminders:unsubscribe       200         200         200         200         200         200
 followups:rule_create       302>login   404         404         404         404         200
 followups:rule_edit         302>login   404         404         404         404         200/404
 """
@@ -197,6 +200,10 @@ class World:
         return user
 
     def url(self, view: str, which: str | None) -> str:
+        if view == "reminders:unsubscribe":
+            # Public: the signed token in the email link is the whole access rule.
+            token = signing.dumps({"p": self.own_patient.pk}, salt=UNSUBSCRIBE_SALT)
+            return reverse(view, args=[token])
         obj = self.target(view, which)
         return reverse(view, args=[obj.pk]) if obj else reverse(view)
 

@@ -26,9 +26,11 @@ def twilio(settings):
 
 
 def message(patient, *, key: str, minutes_ago: int = 1, status=Status.PLANNED, **kwargs):
+    # A reply to the patient's text: the send-time checks of reminders (consent,
+    # quiet hours, cap) have their own tests in test_planning / test_send_checks.
     return OutboundMessage.objects.create(
         idempotency_key=key,
-        kind=OutboundMessage.Kind.APPOINTMENT_REMINDER,
+        kind=OutboundMessage.Kind.CONFIRMATION_REPLY,
         channel=OutboundMessage.Channel.SMS,
         patient=patient,
         location=patient.home_location,

@@ -1,7 +1,10 @@
 """Twilio's status callback: signed, idempotent, never backwards."""
 
+import datetime as dt
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 from twilio.request_validator import RequestValidator
 
 from reminders.models import OutboundMessage
@@ -42,9 +45,34 @@ def test_it_records_delivery_and_never_moves_back(client, sent):
 
 @pytest.mark.django_db
 def test_it_records_the_error_code_of_an_undelivered_message(client, sent):
-    signed_post(client, callback(sent.provider_id, "undelivered", ErrorCode="30005"))
+    signed_post(client, callback(sent.provider_id, "undelivered", ErrorCode="30008"))
     sent.refresh_from_db()
-    assert (sent.status, sent.error_code) == (Status.UNDELIVERED, "30005")
+    assert (sent.status, sent.error_code) == (Status.UNDELIVERED, "30008")
+    assert sent.needs_attention
+
+
+@pytest.mark.django_db
+def test_an_unreachable_handset_is_tried_again_a_few_times_then_flagged(client, sent):
+    signed_post(client, callback(sent.provider_id, "undelivered", ErrorCode="30003"))
+    sent.refresh_from_db()
+    assert (sent.status, sent.error_code, sent.provider_id) == (Status.PLANNED, "30003", "")
+    assert sent.scheduled_for > timezone.now() + dt.timedelta(minutes=10)
+    assert "trying again" in sent.reason
+    # After the last allowed try, the next "undelivered" stays and asks for a person.
+    OutboundMessage.objects.filter(pk=sent.pk).update(
+        status=Status.SENT, provider_id="SMlast", attempts=3
+    )
+    signed_post(client, callback("SMlast", "undelivered", ErrorCode="30003"))
+    sent.refresh_from_db()
+    assert (sent.status, sent.needs_attention) == (Status.UNDELIVERED, True)
+
+
+@pytest.mark.django_db
+def test_a_carrier_filtered_message_alerts_staff_and_is_not_retried(client, sent):
+    signed_post(client, callback(sent.provider_id, "undelivered", ErrorCode="30007"))
+    sent.refresh_from_db()
+    assert (sent.status, sent.needs_attention) == (Status.UNDELIVERED, True)
+    assert "spam" in sent.reason
 
 
 @pytest.mark.django_db
