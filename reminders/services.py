@@ -82,7 +82,7 @@ FILTERED_CODES = {"30007"}  # carrier filtered it as spam: a person must look
 MAX_UNREACHABLE_RETRIES = 2
 
 
-def message_send(*, message_id: int) -> str:
+def message_send(*, message_id: int, now: dt.datetime | None = None) -> str:
     """Send one queued row; returns its new status (or "skipped" if not ours to send).
 
     The claim (queued → sending) commits first. Then, with the recipient's row
@@ -90,7 +90,7 @@ def message_send(*, message_id: int) -> str:
     checked once more — consent, opt-out, quiet hours, cap, household — and only
     then handed to the provider, outside any transaction.
     """
-    now = timezone.now()
+    now = now or timezone.now()
     claimed = OutboundMessage.objects.filter(pk=message_id, status=Status.QUEUED).update(
         status=Status.SENDING, attempts=F("attempts") + 1, updated_at=now
     )
@@ -109,7 +109,7 @@ def message_send(*, message_id: int) -> str:
         if message.kind not in TRANSACTIONAL:
             _merge_household(message, now)
     if message.location.shadow_mode:
-        return _finish(message, status=Status.SHADOW, sent_at=timezone.now())
+        return _finish(message, status=Status.SHADOW, sent_at=now)
     try:
         if message.channel == OutboundMessage.Channel.SMS:
             result = sms_sender().send(
@@ -129,9 +129,7 @@ def message_send(*, message_id: int) -> str:
             )
     except SendError as exc:
         return _failed(message, exc)
-    return _finish(
-        message, status=Status.SENT, provider_id=result.provider_id, sent_at=timezone.now()
-    )
+    return _finish(message, status=Status.SENT, provider_id=result.provider_id, sent_at=now)
 
 
 def _status_callback_url() -> str:
@@ -250,7 +248,7 @@ def _merge_household(message: OutboundMessage, now: dt.datetime) -> None:
         hour=0, minute=0, second=0, microsecond=0
     )
     siblings = list(
-        OutboundMessage.objects.select_for_update(skip_locked=True)
+        OutboundMessage.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(
             recipient_id=message.recipient_id,
             kind=message.kind,

@@ -138,6 +138,18 @@ _GSM_BASIC = set(
 _GSM_EXTENDED = set("^{}\\[~]|€\f")
 
 
+# Typographic characters outside GSM-7 that would turn a whole SMS into 67-character
+# UCS-2 parts, and their plain equivalents.
+_GSM_FRIENDLY = str.maketrans(
+    {"—": "-", "–": "-", "‘": "'", "’": "'", "“": '"', "”": '"', "…": "...", "\u00a0": " "}
+)
+
+
+def gsm_friendly(text: str) -> str:
+    """Swap dashes, curly quotes and the like for their GSM-7 equivalents."""
+    return text.translate(_GSM_FRIENDLY)
+
+
 def sms_segments(text: str) -> int:
     """How many SMS parts a text is billed and delivered as (GSM-7 or UCS-2)."""
     if all(c in _GSM_BASIC or c in _GSM_EXTENDED for c in text):
@@ -247,8 +259,11 @@ def render(
     values = values_for(
         location=location, first_name=first_name, language=lang, channel=channel, when=when
     )
+    text = fill(body, values).strip()
     return Rendered(
-        subject=fill(subject, values).strip(), body=fill(body, values).strip(), template=row
+        subject=fill(subject, values).strip(),
+        body=gsm_friendly(text) if channel == Channel.SMS else text,
+        template=row,
     )
 
 
@@ -304,7 +319,8 @@ def validate_template(
     check_placeholders(subject)
     check_placeholders(body)
     if channel == Channel.SMS:
-        longest = fill(body, longest_values(location=location, language=language, channel=channel))
+        values = longest_values(location=location, language=language, channel=channel)
+        longest = gsm_friendly(fill(body, values))
         parts = sms_segments(longest)
         if parts > MAX_SMS_SEGMENTS:
             raise TemplateError(

@@ -568,3 +568,29 @@ ATTEMPT_NOTES = {
     ),
     "no_answer": ("", "", "Rang out; no voicemail set up."),
 }
+
+
+# Recall outreach plans the cadences above name ("Standard recall" ships with the
+# app); steps are days from the due date and a channel.
+OUTREACH_PLANS: dict[str, list[dict[str, int | str]]] = {
+    "PT re-eval": [{"days": -3, "channel": "preferred"}, {"days": 4, "channel": "sms"}],
+    "Membership renewal": [
+        {"days": -30, "channel": "email"},
+        {"days": -7, "channel": "email"},
+        {"days": 3, "channel": "preferred"},
+    ],
+}
+# A PT clinic reminds of first evaluations a day ahead, by the patient's channel.
+PT_EVALUATION_REMINDERS = [
+    {"minutes_before": 24 * 60, "channel": "preferred"},
+    {"minutes_before": 2 * 60, "channel": "sms"},
+]
+# Texts patients sent back that no keyword covers: they wait for staff.
+INBOX_REPLIES = (
+    "Can I move this to Thursday afternoon?",
+    "Running about 10 minutes late, sorry!",
+    "Is parking validated?",
+    "Who is this?",
+    "My daughter will come instead of me, is that ok",
+    "Thanks, see you then",
+)

@@ -247,6 +247,7 @@ class DemoSeeder:
         # been entered through them; then what the front desk did about some.
         followups = followups_backfill(patient_ids=[plan.patient.pk for plan in plans])
         attempts = self._work_the_lists(plans, followups)
+        messages = self._outreach(plans)
 
         counts: Counter[str] = Counter(
             locations=len(self.sites),
@@ -260,6 +261,7 @@ class DemoSeeder:
             followups=len(followups),
             attempts=len(attempts),
         )
+        counts.update(messages)
         counts.update(f"patient:{plan.patient.status}" for plan in plans)
         counts.update(f"visit:{appointment.status}" for appointment in self.appointments)
         counts.update(
@@ -954,6 +956,112 @@ class DemoSeeder:
         return appointment.start.date()  # start is built in the location's zone
 
     # --- follow-ups ----------------------------------------------------------------------
+
+    def _outreach(self, plans: list[PatientPlan]) -> Counter[str]:
+        """Reminder configuration, what went out last fortnight, and what is planned.
+
+        The past is written as the engine would have left it (reminders sent and
+        delivered, a few unreachable phones, replies waiting for staff); the future
+        is planned by the engine itself, so it shows exactly what it will send.
+        """
+        from reminders.models import InboundMessage, OutboundMessage, OutreachPlan
+        from reminders.models import ReminderSchedule as Schedule
+        from reminders.planning import plan_all
+        from reminders.templating import render
+
+        for name, steps in demo.OUTREACH_PLANS.items():
+            OutreachPlan.objects.get_or_create(name=name, defaults={"steps": steps})
+        for site in self.sites.values():
+            if site.spec.kind == demo.PHYSICAL_THERAPY and "pt-initial-evaluation" in self.types:
+                Schedule.objects.create(
+                    location=site.location,
+                    appointment_type=self.types["pt-initial-evaluation"],
+                    steps=demo.PT_EVALUATION_REMINDERS,
+                )
+        rng = random.Random(f"{self.seed}:outreach")
+        patients = {plan.patient.pk: plan.patient for plan in plans}
+        rows: list[OutboundMessage] = []
+        inbound: list[tuple[InboundMessage, Patient]] = []
+        for appointment in self.appointments:
+            location = appointment.location
+            ago = self.now - appointment.start
+            patient = patients[appointment.patient_id]
+            if not (
+                location.module_appointment_reminders
+                and dt.timedelta(hours=2) < ago < dt.timedelta(days=14)
+                and patient.mobile_phone
+                and patient.status == Patient.Status.ACTIVE
+                and not patient.do_not_contact
+            ):
+                continue
+            sent_at = appointment.start - dt.timedelta(days=2)
+            text = render(
+                kind="appointment_reminder",
+                channel="sms",
+                language=patient.language,
+                location=location,
+                first_name=patient.preferred_name or patient.first_name,
+                when=appointment.start,
+            )
+            unreachable = rng.random() < 0.04
+            rows.append(
+                OutboundMessage(
+                    idempotency_key=f"appt:{appointment.pk}:{appointment.start:%Y%m%dT%H%MZ}:2880m:sms",
+                    kind="appointment_reminder",
+                    channel="sms",
+                    step="2880m:sms",
+                    patient=patient,
+                    recipient=patient,
+                    location=location,
+                    appointment=appointment,
+                    to=patient.mobile_phone,
+                    sender=location.sms_from_number,
+                    body=text.body,
+                    scheduled_for=sent_at,
+                    sent_at=sent_at,
+                    attempts=3 if unreachable else 1,
+                    status="undelivered" if unreachable else "delivered",
+                    error_code="30003" if unreachable else "",
+                    needs_attention=unreachable,
+                    reason="Phone unreachable after several tries" if unreachable else "",
+                    provider_id=f"SM{rng.getrandbits(128):032x}",
+                )
+            )
+            if rng.random() < 0.05:
+                inbound.append(
+                    (
+                        InboundMessage(
+                            provider_id=f"SM{rng.getrandbits(128):032x}",
+                            from_number=patient.mobile_phone,
+                            to_number=location.sms_from_number,
+                            body=rng.choice(demo.INBOX_REPLIES),
+                            location=location,
+                            action=InboundMessage.Action.INBOX,
+                            received_at=sent_at + dt.timedelta(minutes=rng.randint(3, 600)),
+                            read_at=None
+                            if rng.random() < 0.5
+                            else sent_at + dt.timedelta(hours=20),
+                        ),
+                        patient,
+                    )
+                )
+        OutboundMessage.objects.bulk_create(rows, batch_size=1000)
+        InboundMessage.objects.bulk_create([message for message, _ in inbound])
+        InboundMessage.patients.through.objects.bulk_create(
+            InboundMessage.patients.through(inboundmessage_id=message.pk, patient_id=patient.pk)
+            for message, patient in inbound
+        )
+        plan_all(now=self.now)
+        counts: Counter[str] = Counter(messages_history=len(rows), replies=len(inbound))
+        counts.update(
+            {
+                f"message:{status}": n
+                for status, n in OutboundMessage.objects.values_list("status").annotate(
+                    n=Count("pk")
+                )
+            }
+        )
+        return counts
 
     def _work_the_lists(self, plans: list[PatientPlan], followups: list[Followup]) -> list[Any]:
         """Recent calls and messages about some due follow-ups, and who works which.
