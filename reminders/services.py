@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core import signing
 from django.db import transaction
 from django.db.models import F, Q
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
@@ -119,13 +120,14 @@ def message_send(*, message_id: int, now: dt.datetime | None = None) -> str:
                 status_callback=_status_callback_url(),
             )
         else:
+            unsubscribe = unsubscribe_url(message)
             result = send_email(
                 to=message.to,
                 subject=message.subject,
-                text=message.body,
-                html=message.html_body,
+                text=message.body + (f"\n\nUnsubscribe: {unsubscribe}" if unsubscribe else ""),
+                html=message.html_body or _email_html(message, unsubscribe),
                 from_email=message.sender,
-                unsubscribe_url=unsubscribe_url(message),
+                unsubscribe_url=unsubscribe,
             )
     except SendError as exc:
         return _failed(message, exc)
@@ -147,6 +149,20 @@ def unsubscribe_url(message: OutboundMessage) -> str:
 
 
 UNSUBSCRIBE_SALT = "reminders.unsubscribe"
+
+
+def _email_html(message: OutboundMessage, unsubscribe: str) -> str:
+    """The HTML part: the same words (escaped), a plain card, the unsubscribe link."""
+    return render_to_string(
+        "reminders/email.html",
+        {
+            "subject": message.subject,
+            "body": message.body,
+            "language": message.recipient.language if message.recipient else "en",
+            "location_name": message.location.name,
+            "unsubscribe_url": unsubscribe,
+        },
+    )
 
 
 def _verdict(message: OutboundMessage, now: dt.datetime) -> tuple[str, dict] | None:

@@ -305,3 +305,40 @@ def test_stop_suppresses_the_next_reminder_with_its_reason(patient, clinic):
     assert (sms.status, sms.reason) == (Status.SUPPRESSED, "Opted out of SMS (replied STOP)")
     email = OutboundMessage.objects.get(appointment=visit, step="10080m:email")
     assert email.status == Status.PLANNED
+
+
+# --- email ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_reminder_email_has_html_and_a_working_one_click_unsubscribe(
+    patient, client, mailoutbox, settings
+):
+    settings.SITE_URL = "https://crm.example"
+    visit = AppointmentFactory(
+        patient=patient,
+        start=timezone.now() + dt.timedelta(days=20),
+        end=timezone.now() + dt.timedelta(days=20, hours=1),
+    )
+    row = OutboundMessage.objects.get(appointment=visit, channel="email")
+    OutboundMessage.objects.filter(pk=row.pk).update(status=Status.QUEUED)
+    assert send_at_noon(row) == Status.SENT
+    (mail,) = mailoutbox
+    html, mimetype = mail.alternatives[0]
+    assert mimetype == "text/html" and "Hi Ana," in html
+    link = mail.extra_headers["List-Unsubscribe"].strip("<>")
+    assert link.startswith("https://crm.example/reminders/unsubscribe/")
+    assert f"Unsubscribe: {link}" in mail.body and link in html
+    path = link.removeprefix("https://crm.example")
+    assert client.get(path).status_code == 200  # a page with a button; nothing changed yet
+    assert patient.consents.get(channel="email").status == "granted"
+    assert client.post(path).status_code == 200  # what a mail client's one-click does
+    assert patient.consents.get(channel="email").status == "refused"
+    later = AppointmentFactory(
+        patient=patient,
+        start=timezone.now() + dt.timedelta(days=30),
+        end=timezone.now() + dt.timedelta(days=30, hours=1),
+    )
+    email = OutboundMessage.objects.get(appointment=later, channel="email")
+    assert (email.status, email.reason) == (Status.SUPPRESSED, "Email consent refused")
+    assert client.get(path[:-3] + "xyz/").status_code == 404  # a forged token
