@@ -33,6 +33,7 @@ from locations.access import (
 from locations.models import Location
 from patients.models import Appointment, ChannelConsent, Patient, Provider
 from patients.selectors import patients_visible_to
+from reminders.selectors import recall_messages_prefetch
 
 BUCKETS = ("overdue", "due", "upcoming", "lapsed")
 BUCKET_LABELS = {
@@ -133,7 +134,11 @@ def _with_row_data(qs: QuerySet[Followup]) -> QuerySet[Followup]:
                 .values("n")[:1]
             ),
         )
-        .prefetch_related(Prefetch("patient__consents", queryset=ChannelConsent.objects.all()))
+        .prefetch_related(
+            Prefetch("patient__consents", queryset=ChannelConsent.objects.all()),
+            # Recall outreach of the whole page in one query: last step, next step.
+            recall_messages_prefetch(),
+        )
     )
 
 

@@ -119,6 +119,9 @@ class PatientForm(forms.ModelForm):
 
 
 CONSENT_CHOICES = [("", "Not recorded"), *ChannelConsent.Status.choices]
+# The channels reminders go out on, and the kinds of message consent can be narrowed to.
+SCOPED_CHANNELS = ("sms", "email")
+CONSENT_SCOPES = ("appointment_reminders", "recall_outreach")
 
 
 class PreferencesForm(forms.Form):
@@ -141,6 +144,11 @@ class PreferencesForm(forms.Form):
         initial=ChannelConsent.Method.VERBAL,
         help_text="Applies to the consents you change now.",
     )
+    # Consent narrowed per kind of message (issue #4); only read when consent is granted.
+    sms_appointment_reminders = forms.BooleanField(label="Appointment reminders", required=False)
+    sms_recall_outreach = forms.BooleanField(label="Recall outreach", required=False)
+    email_appointment_reminders = forms.BooleanField(label="Appointment reminders", required=False)
+    email_recall_outreach = forms.BooleanField(label="Recall outreach", required=False)
     do_not_contact = forms.BooleanField(label="Do not contact", required=False)
     do_not_contact_reason = forms.CharField(max_length=200, required=False, label="Reason")
 
@@ -152,13 +160,25 @@ class PreferencesForm(forms.Form):
         self.patient = patient
         self.contact = contact or {}
         if patient is not None and "initial" not in kwargs:
-            consents = {c.channel: c.status for c in patient.consents.all()}
+            rows = {c.channel: c for c in patient.consents.all()}
+            consents = {ch: c.status for ch, c in rows.items()}
             kwargs["initial"] = {
+                **{
+                    f"{ch}_{scope}": getattr(rows[ch], scope) if ch in rows else True
+                    for ch in SCOPED_CHANNELS
+                    for scope in CONSENT_SCOPES
+                },
                 "preferred_channel": patient.preferred_channel,
                 "language": patient.language,
                 "do_not_contact": patient.do_not_contact,
                 "do_not_contact_reason": patient.do_not_contact_reason,
                 **{f"{ch}_consent": consents.get(ch, "") for ch in Channel.values},
+            }
+        else:
+            # A new patient: consent, once granted, covers every kind of message.
+            kwargs["initial"] = {
+                **{f"{ch}_{scope}": True for ch in SCOPED_CHANNELS for scope in CONSENT_SCOPES},
+                **kwargs.get("initial", {}),
             }
         super().__init__(*args, **kwargs)
 
@@ -177,6 +197,17 @@ class PreferencesForm(forms.Form):
             "do_not_contact_reason": data["do_not_contact_reason"],
             "consents": {ch: data[f"{ch}_consent"] or None for ch in Channel.values},
             "consent_method": data["consent_method"],
+            "consent_scopes": self._scopes(),
+        }
+
+    def _scopes(self) -> dict[str, dict[str, bool]] | None:
+        # Unticked checkboxes are not posted at all: only a form that showed them
+        # (and says so with its hidden marker) may narrow consent.
+        if not self.data.get("consent_scopes"):
+            return None
+        return {
+            ch: {scope: self.cleaned_data[f"{ch}_{scope}"] for scope in CONSENT_SCOPES}
+            for ch in SCOPED_CHANNELS
         }
 
     def clean(self):

@@ -36,19 +36,32 @@ def patient_preferences_set(
     consent_method: str,
     by,
     shared_with=None,
+    consent_scopes: dict[str, dict[str, bool]] | None = None,
 ) -> Patient:
     """Save communication preferences and per-channel consent in one step.
 
     For a new patient this is also the first save, so creating a patient writes one
     CREATE entry with the preferences in it, not a create followed by an update.
+    `consent_scopes` narrows a channel's consent per kind of message, e.g.
+    {"sms": {"appointment_reminders": True, "recall_outreach": False}}; None keeps it.
     """
     patient.preferred_channel = preferred_channel
     patient.language = language
     patient.do_not_contact = do_not_contact
     patient.do_not_contact_reason = do_not_contact_reason.strip() if do_not_contact else ""
     patient_save(patient=patient, shared_with=shared_with, by=by)
+    scopes = consent_scopes or {}
     for channel, status in consents.items():
-        consent_set(patient=patient, channel=channel, status=status, method=consent_method, by=by)
+        scope = scopes.get(channel, {})
+        consent_set(
+            patient=patient,
+            channel=channel,
+            status=status,
+            method=consent_method,
+            by=by,
+            appointment_reminders=scope.get("appointment_reminders"),
+            recall_outreach=scope.get("recall_outreach"),
+        )
     return patient
 
 
@@ -62,20 +75,38 @@ def consent_set(
     by,
     note: str = "",
     recorded_at: dt.datetime | None = None,
+    appointment_reminders: bool | None = None,
+    recall_outreach: bool | None = None,
 ) -> ChannelConsent | None:
     """Record the patient's consent for one channel (`status=None` clears it).
 
-    A call with the same status as today's is a no-op: re-saving an unchanged
-    form must not overwrite when and by whom the consent was really recorded.
+    `appointment_reminders` / `recall_outreach` narrow a granted consent to some
+    kinds of message; None leaves them as they are (a new consent covers both).
+    A call that changes nothing is a no-op: re-saving an unchanged form must not
+    overwrite when and by whom the consent was really recorded.
     """
     current = patient.consents.filter(channel=channel).first()
     if status is None:
         if current is not None:
             current.delete()
         return None
-    if current is not None and current.status == status:
+    scope = {
+        name: value
+        for name, value in (
+            ("appointment_reminders", appointment_reminders),
+            ("recall_outreach", recall_outreach),
+        )
+        if value is not None
+    }
+    if (
+        current is not None
+        and current.status == status
+        and all(getattr(current, name) == value for name, value in scope.items())
+    ):
         return current
     consent = current or ChannelConsent(patient=patient, channel=channel)
+    for name, value in scope.items():
+        setattr(consent, name, value)
     consent.status = status
     consent.method = method
     consent.recorded_by = by

@@ -25,6 +25,7 @@ from patients.forms import AppointmentForm, HouseholdForm, PatientForm, Preferen
 from patients.models import Appointment, Patient
 from practicecrm.audit import log_access
 from practicecrm.http import HtmxHttpRequest
+from reminders.selectors import patient_messages
 
 
 def _booking_context(user) -> dict:
@@ -103,6 +104,7 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
         },
         "attempt_channels": ContactAttempt.Channel.choices,
         "attempt_outcomes": ContactAttempt.Outcome.choices,
+        **patient_messages(patient=patient, user=request.user),
     }
     return render(request, "patients/patient_detail.html", context)
 

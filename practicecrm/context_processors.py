@@ -5,6 +5,7 @@ from functools import cached_property
 from django.http import HttpRequest
 
 from followups.selectors import can_read_rules
+from reminders.selectors import unread_reply_count
 
 
 class Nav:
@@ -16,6 +17,10 @@ class Nav:
     @cached_property
     def can_read_rules(self) -> bool:
         return can_read_rules(user=self.user)
+
+    @cached_property
+    def unread_replies(self) -> int:
+        return unread_reply_count(user=self.user)
 
 
 def nav(request: HttpRequest) -> dict[str, Nav]:

@@ -26,6 +26,7 @@ from django.utils import timezone
 from followups.models import CadenceRule, Followup, FollowupType
 from locations.models import Location, Role
 from patients.models import Appointment, AppointmentType, Patient, Provider
+from reminders.models import InboundMessage, OutboundMessage
 from reminders.services import UNSUBSCRIBE_SALT
 from tests.factories import (
     AppointmentFactory,
@@ -72,6 +73,9 @@ followups:rules             302>login   404         404         404         200 
 reminders:twilio_status     405         405         405         405         405         405
 reminders:twilio_inbound    405         405         405         405         405         405
 reminders:unsubscribe       200         200         200         200         200         200
+reminders:messages          302>login   200         200         200         200         200
+reminders:message_handled   405         405         405/405     405/405     405/405     405/405
+reminders:reply_read        405         405         405/405     405/405     405/405     405/405
 followups:rule_create       302>login   404         404         404         404         200
 followups:rule_edit         302>login   404         404         404         404         200/404
 """
@@ -97,6 +101,8 @@ followups:reopen            302>login   404         302/404     404         302/
 followups:create            302>login   404         302/404     404         302/404     302/404
 followups:discharge         302>login   404         302/404     404         302/404     302/404
 followups:rule_edit         302>login   404         404         404         404         302/404
+reminders:message_handled   302>login   404         302/404     404         302/404     302/404
+reminders:reply_read        302>login   404         302/404     404         302/404     302/404
 """
 
 # Where a `302>name` cell redirects to.
@@ -125,6 +131,8 @@ OBJECT_OF = {
     "followups:reopen": "closed_followup",
     "followups:create": "patient",
     "followups:discharge": "patient",
+    "reminders:message_handled": "message",
+    "reminders:reply_read": "reply",
 }
 # Views that only read: they have no POST row.
 # Views that only take POST: a GET is refused (405) before anything is looked up.
@@ -134,6 +142,8 @@ POST_ONLY = {
     "followups:dismiss",
     "followups:reopen",
     "followups:assign",
+    "reminders:message_handled",
+    "reminders:reply_read",
 }
 READ_ONLY = {
     "patients:list",
@@ -141,6 +151,7 @@ READ_ONLY = {
     "patients:timeline",
     "followups:rules",
     "followups:today",
+    "reminders:messages",
 }
 
 
@@ -188,6 +199,11 @@ class World:
     own_closed_followup: Followup
     other_closed_followup: Followup
     exam: FollowupType
+    # A failed SMS needing attention and an unread inbox reply at each location.
+    own_message: OutboundMessage
+    other_message: OutboundMessage
+    own_reply: InboundMessage
+    other_reply: InboundMessage
 
     def target(self, view: str, which: str | None):
         kind = OBJECT_OF.get(view)
@@ -255,6 +271,39 @@ def make_followup(patient: Patient, type_code: str, status: str) -> Followup:
     )
 
 
+def make_message(patient: Patient) -> OutboundMessage:
+    return OutboundMessage.objects.create(
+        idempotency_key=f"matrix:{patient.pk}",
+        kind=OutboundMessage.Kind.RECALL,
+        channel=OutboundMessage.Channel.SMS,
+        patient=patient,
+        recipient=patient,
+        location=patient.home_location,
+        to="+15125550100",
+        sender="+15125550199",
+        body="Time for your visit.",
+        scheduled_for=timezone.now() - dt.timedelta(days=1),
+        status=OutboundMessage.Status.FAILED,
+        reason="The carrier blocked it as spam; not retried",
+        error_code="30007",
+        needs_attention=True,
+    )
+
+
+def make_reply(patient: Patient) -> InboundMessage:
+    reply = InboundMessage.objects.create(
+        provider_id=f"SMmatrix{patient.pk}",
+        from_number="+15125550100",
+        to_number="+15125550199",
+        body="Can I come on Friday instead?",
+        location=patient.home_location,
+        action=InboundMessage.Action.INBOX,
+        received_at=timezone.now(),
+    )
+    reply.patients.add(patient)
+    return reply
+
+
 @pytest.fixture(scope="module")
 def world(django_db_setup, django_db_blocker):
     """Built once for the module, like Django's setUpTestData: inside a transaction
@@ -283,6 +332,10 @@ def world(django_db_setup, django_db_blocker):
             own_closed_followup=make_followup(own_patient, "exam-recall", "dismissed"),
             other_closed_followup=make_followup(other_patient, "exam-recall", "dismissed"),
             exam=FollowupTypeFactory(name="Exam recall", code="exam-recall"),
+            own_message=make_message(own_patient),
+            other_message=make_message(other_patient),
+            own_reply=make_reply(own_patient),
+            other_reply=make_reply(other_patient),
         )
         transaction.set_rollback(True)
 
@@ -421,6 +474,8 @@ def post_body(view: str, world: World, which: str | None) -> dict:
         }
     if view == "followups:discharge":
         return {"location": target.home_location_id, "discharged_on": "2026-11-01"}
+    if view in ("reminders:message_handled", "reminders:reply_read"):
+        return {}
     raise AssertionError(f"no POST body for {view}")
 
 
@@ -458,6 +513,10 @@ def state(view: str, world: World, which: str | None):
         return target.assigned_to_id
     if view in ("followups:dismiss", "followups:reopen"):
         return target.status
+    if view == "reminders:message_handled":
+        return target.handled_at
+    if view == "reminders:reply_read":
+        return target.read_at
     raise AssertionError(f"no state for {view}")
 
 
@@ -502,7 +561,10 @@ def test_it_covers_every_named_url():
     missing = app_names - set(GET)
     assert not missing, f"add rows to GET_MATRIX for {sorted(missing)}"
     assert set(GET) <= names, "GET_MATRIX names a URL that no longer exists"
-    app_views = {name for name in app_names if name.startswith(("patients:", "followups:"))}
+    staff_apps = ("patients:", "followups:", "reminders:")
+    app_views = {name for name in app_names if name.startswith(staff_apps)}
+    # Twilio's webhooks and the emailed unsubscribe link are not staff pages.
+    app_views -= {"reminders:twilio_status", "reminders:twilio_inbound", "reminders:unsubscribe"}
     assert app_views - READ_ONLY == set(POST), "every state-changing view needs a POST row"
 
 
