@@ -149,7 +149,8 @@ class CadenceRuleForm(forms.ModelForm):
             "discharge.",
             "satisfying_types": "Booking one of these schedules the follow-up; completing it "
             "closes it.",
-            "outreach_plan": "The recall outreach sequence to follow, e.g. “Standard recall”.",
+            "outreach_plan": "The messages sent around the due date; plans are set up under "
+            "Outreach setup → Recall outreach plans.",
             "locations": "Where the rule applies. Only locations you manage are offered.",
             "is_active": "Inactive rules create no new follow-ups.",
         }
@@ -193,6 +194,21 @@ class CadenceRuleForm(forms.ModelForm):
                 self.initial["all_locations"] = False
         for name in ("interval_value", "max_attempts", "lapse_after_days"):
             self.fields[name].widget.attrs["min"] = 1
+        self._outreach_plan_choices(rule.outreach_plan)
+
+    def _outreach_plan_choices(self, current: str) -> None:
+        """The active plans by name; a plan the rule already names stays offered even
+        if switched off or gone, so saving the rule does not silently drop it."""
+        from reminders.models import OutreachPlan  # reminders builds on followups
+
+        names = list(OutreachPlan.objects.filter(is_active=True).values_list("name", flat=True))
+        choices = [("", "No automated outreach — call list only")] + [(n, n) for n in names]
+        if current and current not in names:
+            choices.append((current, f"{current} (switched off or removed)"))
+        old = self.fields["outreach_plan"]
+        self.fields["outreach_plan"] = forms.ChoiceField(
+            choices=choices, required=False, label=old.label, help_text=old.help_text
+        )
 
     def clean_interval_value(self) -> int:
         value = self.cleaned_data["interval_value"]

@@ -5,6 +5,7 @@ from functools import cached_property
 from django.http import HttpRequest
 
 from followups.selectors import can_read_rules
+from locations.access import VIEW_REPORTS, locations_for
 from reminders.selectors import unread_reply_count
 
 
@@ -17,6 +18,12 @@ class Nav:
     @cached_property
     def can_read_rules(self) -> bool:
         return can_read_rules(user=self.user)
+
+    @cached_property
+    def can_read_outreach_setup(self) -> bool:
+        # Managers read the setup of their locations; admins (who also hold
+        # VIEW_REPORTS) change it.
+        return locations_for(self.user, VIEW_REPORTS).exists()
 
     @cached_property
     def unread_replies(self) -> int:

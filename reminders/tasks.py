@@ -15,3 +15,13 @@ def dispatch_reminders() -> int:
 def send_message(message_id: int) -> str:
     """Send one outbox row. Safe to deliver twice: only one delivery can claim it."""
     return message_send(message_id=message_id)
+
+
+@shared_task
+def replan_locations(location_ids: list[int]) -> int:
+    """After outreach setup changes (schedule, plan, quiet hours, caps, switches):
+    replan the future messages of these locations; returns how many were planned."""
+    from locations.models import Location
+    from reminders.planning import plan_all
+
+    return plan_all(locations=list(Location.objects.filter(pk__in=location_ids)))

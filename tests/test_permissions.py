@@ -26,7 +26,13 @@ from django.utils import timezone
 from followups.models import CadenceRule, Followup, FollowupType
 from locations.models import Location, Role
 from patients.models import Appointment, AppointmentType, Patient, Provider
-from reminders.models import InboundMessage, OutboundMessage
+from reminders.models import (
+    InboundMessage,
+    MessageTemplate,
+    OutboundMessage,
+    OutreachPlan,
+    ReminderSchedule,
+)
 from reminders.services import UNSUBSCRIBE_SALT
 from tests.factories import (
     AppointmentFactory,
@@ -78,6 +84,17 @@ reminders:message_handled   405         405         405/405     405/405     405/
 reminders:reply_read        405         405         405/405     405/405     405/405     405/405
 followups:rule_create       302>login   404         404         404         404         200
 followups:rule_edit         302>login   404         404         404         404         200/404
+reminders:setup             302>login   404         404         404         200         200
+reminders:location_edit     302>login   404         404         404         404         200/404
+reminders:schedule_create   302>login   404         404         404         404         200/404
+reminders:schedule_edit     302>login   404         404         404         404         200/404
+reminders:plans             302>login   404         404         404         200         200
+reminders:plan_create       302>login   404         404         404         404         200
+reminders:plan_edit         302>login   404         404         404         404         200/404
+reminders:templates         302>login   404         404         404         200         200
+reminders:template_create   302>login   404         404         404         404         200/404
+reminders:template_edit     302>login   404         404         404         404         200/404
+reminders:template_reset    302>login   404         404         404         404         200/404
 """
 
 # A valid form for each state-changing view. "302" (no target) means the change was
@@ -103,6 +120,14 @@ followups:discharge         302>login   404         302/404     404         302/
 followups:rule_edit         302>login   404         404         404         404         302/404
 reminders:message_handled   302>login   404         302/404     404         302/404     302/404
 reminders:reply_read        302>login   404         302/404     404         302/404     302/404
+reminders:location_edit     302>login   404         404         404         404         302/404
+reminders:schedule_create   302>login   404         404         404         404         302/404
+reminders:schedule_edit     302>login   404         404         404         404         302/404
+reminders:plan_create       302>login   404         404         404         404         302
+reminders:plan_edit         302>login   404         404         404         404         302/404
+reminders:template_create   302>login   404         404         404         404         302/404
+reminders:template_edit     302>login   404         404         404         404         302/404
+reminders:template_reset    302>login   404         404         404         404         302/404
 """
 
 # Where a `302>name` cell redirects to.
@@ -133,6 +158,13 @@ OBJECT_OF = {
     "followups:discharge": "patient",
     "reminders:message_handled": "message",
     "reminders:reply_read": "reply",
+    "reminders:location_edit": "location",
+    "reminders:schedule_create": "location",
+    "reminders:schedule_edit": "schedule",
+    "reminders:plan_edit": "plan",
+    "reminders:template_create": "location",
+    "reminders:template_edit": "template",
+    "reminders:template_reset": "template",
 }
 # Views that only read: they have no POST row.
 # Views that only take POST: a GET is refused (405) before anything is looked up.
@@ -151,6 +183,9 @@ READ_ONLY = {
     "patients:timeline",
     "followups:rules",
     "followups:today",
+    "reminders:setup",
+    "reminders:plans",
+    "reminders:templates",
     "reminders:messages",
 }
 
@@ -199,11 +234,27 @@ class World:
     own_closed_followup: Followup
     other_closed_followup: Followup
     exam: FollowupType
+    # Outreach setup: each location's default reminder schedule and own SMS reminder
+    # text, and a recall plan named by each location's rule.
+    own_schedule: ReminderSchedule
+    other_schedule: ReminderSchedule
+    own_template: MessageTemplate
+    other_template: MessageTemplate
+    own_plan: OutreachPlan
+    other_plan: OutreachPlan
     # A failed SMS needing attention and an unread inbox reply at each location.
     own_message: OutboundMessage
     other_message: OutboundMessage
     own_reply: InboundMessage
     other_reply: InboundMessage
+
+    @property
+    def own_location(self) -> Location:
+        return self.north
+
+    @property
+    def other_location(self) -> Location:
+        return self.south
 
     def target(self, view: str, which: str | None):
         kind = OBJECT_OF.get(view)
@@ -246,11 +297,12 @@ def make_user(role: str, location: Location):
     return staff(roles[role], location, username=role)
 
 
-def make_rule(name: str, visit: AppointmentType, location: Location) -> CadenceRule:
+def make_rule(name: str, visit: AppointmentType, location: Location, plan: str) -> CadenceRule:
     recall = FollowupTypeFactory(name="Hygiene recall", code="hygiene-recall")
     return CadenceRuleFactory(
         name=name,
         followup_type=recall,
+        outreach_plan=plan,
         all_locations=False,
         trigger_types=[visit],
         satisfying_types=[visit],
@@ -304,6 +356,20 @@ def make_reply(patient: Patient) -> InboundMessage:
     return reply
 
 
+ONE_STEP = [{"minutes_before": 1440, "channel": "sms"}]
+PLAN_STEP = [{"days": 0, "channel": "sms"}]
+
+
+def make_template(location: Location) -> MessageTemplate:
+    return MessageTemplate.objects.create(
+        kind="appointment_reminder",
+        channel="sms",
+        language="en",
+        location=location,
+        body="{location_name}: see you {date} at {time}.",
+    )
+
+
 @pytest.fixture(scope="module")
 def world(django_db_setup, django_db_blocker):
     """Built once for the module, like Django's setUpTestData: inside a transaction
@@ -325,13 +391,19 @@ def world(django_db_setup, django_db_blocker):
             north_provider=ProviderFactory(name="Dr North", locations=[north]),
             south_provider=ProviderFactory(name="Dr South", locations=[south]),
             users={role: make_user(role, north) for role in (*ROLES, "everything")},
-            own_rule=make_rule("North recall", visit, north),
-            other_rule=make_rule("South recall", visit, south),
+            own_rule=make_rule("North recall", visit, north, "North plan"),
+            other_rule=make_rule("South recall", visit, south, "South plan"),
             own_followup=make_followup(own_patient, "hygiene-recall", "open"),
             other_followup=make_followup(other_patient, "hygiene-recall", "open"),
             own_closed_followup=make_followup(own_patient, "exam-recall", "dismissed"),
             other_closed_followup=make_followup(other_patient, "exam-recall", "dismissed"),
             exam=FollowupTypeFactory(name="Exam recall", code="exam-recall"),
+            own_schedule=ReminderSchedule.objects.create(location=north, steps=ONE_STEP),
+            other_schedule=ReminderSchedule.objects.create(location=south, steps=ONE_STEP),
+            own_template=make_template(north),
+            other_template=make_template(south),
+            own_plan=OutreachPlan.objects.create(name="North plan", steps=PLAN_STEP),
+            other_plan=OutreachPlan.objects.create(name="South plan", steps=PLAN_STEP),
             own_message=make_message(own_patient),
             other_message=make_message(other_patient),
             own_reply=make_reply(own_patient),
@@ -455,6 +527,40 @@ def post_body(view: str, world: World, which: str | None) -> dict:
         )
     if view == "followups:rule_edit":
         return rule_form_data(target, name="Renamed rule")
+    if view == "reminders:location_edit":
+        return {
+            "quiet_hours_start": "09:00",
+            "quiet_hours_end": "19:00",
+            "cap_per_day": 1,
+            "cap_per_week": 3,
+            "module_recalls": "on",
+        }
+    if view in ("reminders:schedule_create", "reminders:schedule_edit"):
+        steps = {
+            "steps-TOTAL_FORMS": "1",
+            "steps-INITIAL_FORMS": "0",
+            "steps-0-amount": "3",
+            "steps-0-unit": "hours",
+            "steps-0-channel": "sms",
+        }
+        return {"appointment_type": world.visit.pk, "is_active": "on", **steps}
+    if view in ("reminders:plan_create", "reminders:plan_edit"):
+        steps = {
+            "steps-TOTAL_FORMS": "1",
+            "steps-INITIAL_FORMS": "0",
+            "steps-0-amount": "-7",
+            "steps-0-channel": "email",
+        }
+        return {"name": "Matrix plan", "is_active": "on", **steps}
+    if view in ("reminders:template_create", "reminders:template_edit"):
+        return {
+            "kind": "recall",
+            "channel": "sms",
+            "language": "en",
+            "body": "{location_name}: time to book. Call {location_phone}.",
+        }
+    if view == "reminders:template_reset":
+        return {}
     if view == "followups:log_attempt":
         return {"channel": "call", "outcome": "no_answer"}
     if view == "followups:snooze":
@@ -496,7 +602,23 @@ def state(view: str, world: World, which: str | None):
         return target.followups.count()
     if view == "followups:discharge":
         return target.discharges.count()
+    if view == "reminders:schedule_create":
+        return ReminderSchedule.objects.filter(location=target).count()
+    if view == "reminders:plan_create":
+        return OutreachPlan.objects.filter(name="Matrix plan").count()
+    if view == "reminders:template_create":
+        return MessageTemplate.objects.filter(location=target).count()
+    if view == "reminders:template_reset":
+        return MessageTemplate.objects.filter(pk=target.pk).exists()
     target.refresh_from_db()
+    if view == "reminders:location_edit":
+        return target.quiet_hours_start
+    if view == "reminders:schedule_edit":
+        return target.steps
+    if view == "reminders:plan_edit":
+        return target.name
+    if view == "reminders:template_edit":
+        return target.body
     if view == "patients:edit":
         return target.first_name
     if view == "patients:preferences":
