@@ -10,6 +10,11 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/practicecrm
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# `make serve` runs a local Twilio (manage.py twilio_sim) on this port. Without a
+# TWILIO_ACCOUNT_SID of your own, the app's SDK talks to it with these dev values.
+TWILIO_SIM_PORT ?= 8026
+TWILIO_DEV_ACCOUNT_SID := AC00000000000000000000000000000000
+TWILIO_DEV_AUTH_TOKEN := dev-twilio-auth-token
 
 .PHONY: install run setup demo serve test lint format browser bench clean
 
@@ -33,8 +38,16 @@ demo: setup
 	@$(PY) manage.py seed_demo
 
 serve:
-	@echo "PracticeCRM on http://$(HOST):$(PORT)/  (Ctrl-C stops web, worker and beat)"
 	@trap 'kill 0' INT TERM EXIT; \
+	if [ -z "$$TWILIO_ACCOUNT_SID" ] && ! grep -qs '^TWILIO_ACCOUNT_SID=.' .env; then \
+	  export TWILIO_ACCOUNT_SID=$(TWILIO_DEV_ACCOUNT_SID) TWILIO_AUTH_TOKEN=$(TWILIO_DEV_AUTH_TOKEN) \
+	    TWILIO_API_BASE_URL=http://127.0.0.1:$(TWILIO_SIM_PORT) \
+	    TWILIO_WEBHOOK_BASE_URL=http://$(HOST):$(PORT); \
+	  sms="SMS go to it"; \
+	else sms="SMS go to the real Twilio (TWILIO_ACCOUNT_SID is set)"; fi; \
+	echo "PracticeCRM on http://$(HOST):$(PORT)/  (Ctrl-C stops web, worker, beat and the local Twilio)"; \
+	echo "Local Twilio on http://127.0.0.1:$(TWILIO_SIM_PORT)/  ($$sms)"; \
+	$(PY) manage.py twilio_sim --port $(TWILIO_SIM_PORT) --app-url http://$(HOST):$(PORT) & \
 	$(BIN)/celery -A practicecrm worker --loglevel=INFO --concurrency=2 --without-mingle --without-gossip & \
 	$(BIN)/celery -A practicecrm beat --loglevel=INFO & \
 	$(BIN)/gunicorn practicecrm.wsgi --bind $(HOST):$(PORT) --workers 2 --access-logfile - ; \

@@ -6,8 +6,10 @@ SMS sender, which prints the message and sends nothing; email goes through
 Django's backend chosen by EMAIL_URL (console by default, SMTP in production).
 """
 
+import datetime as dt
 import logging
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -25,6 +27,8 @@ class SendResult:
 
     provider_id: str
     status: str
+    # When the provider handed it to the carrier, if it says (reconciliation does).
+    sent_at: dt.datetime | None = None
 
 
 class SendError(Exception):
@@ -67,6 +71,50 @@ class TwilioSmsSender:
             raise SendError(f"Twilio could not be reached: {exc}", retryable=True) from exc
         return SendResult(provider_id=message.sid, status=message.status)
 
+    def find_sent(
+        self,
+        *,
+        to: str,
+        sender: str,
+        body: str,
+        since: dt.datetime,
+        exclude: Collection[str] = (),
+    ) -> SendResult | None:
+        """The message Twilio holds with exactly this body to `to` from `sender`, if any.
+
+        For a row whose send was interrupted: found means Twilio took it (do not
+        send again), None means it never arrived (safe to send). Twilio filters by
+        the date it sent the message, so only ask about sends at least a few
+        minutes old; sids in `exclude` belong to other rows already.
+        """
+        service = sender.startswith("MG")
+        # The SDK writes the datetime as given with a "Z": it must be in UTC.
+        filters = {"to": to, "date_sent_after": since.astimezone(dt.UTC)}
+        if not service:
+            filters["from_"] = sender  # a service picks its own number: match its sid
+        try:
+            # Oldest first, so of two identical sends the first is this row's.
+            candidates = reversed(self.client.messages.list(**filters, page_size=100, limit=1000))
+            for message in candidates:
+                if (
+                    message.body == body
+                    and message.sid not in exclude
+                    and str(message.direction).startswith("outbound")
+                    and (not service or message.messaging_service_sid == sender)
+                ):
+                    return SendResult(
+                        provider_id=message.sid, status=message.status, sent_at=message.date_sent
+                    )
+        except TwilioRestException as exc:
+            raise SendError(
+                f"Twilio could not list messages: {exc.msg}",
+                code=str(exc.code or exc.status),
+                retryable=True,
+            ) from exc
+        except (TwilioException, OSError) as exc:
+            raise SendError(f"Twilio could not be reached: {exc}", retryable=True) from exc
+        return None
+
 
 class ConsoleSmsSender:
     """The embedded run's SMS sender: logs the message; nothing leaves the machine."""
@@ -74,6 +122,18 @@ class ConsoleSmsSender:
     def send(self, *, to: str, body: str, sender: str, status_callback: str = "") -> SendResult:
         logger.info("SMS (console, not sent) from %s to %s: %s", sender, to, body)
         return SendResult(provider_id=f"console-{uuid.uuid4().hex}", status="sent")
+
+    def find_sent(
+        self,
+        *,
+        to: str,
+        sender: str,
+        body: str,
+        since: dt.datetime,
+        exclude: Collection[str] = (),
+    ) -> SendResult | None:
+        # Nothing ever left the machine, so there is nothing to find: resending is safe.
+        return None
 
 
 def sms_sender() -> TwilioSmsSender | ConsoleSmsSender:

@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from reminders.reconcile import reconcile_stale_sending
 from reminders.services import dispatch_due, message_send
 
 
@@ -15,6 +16,12 @@ def dispatch_reminders() -> int:
 def send_message(message_id: int) -> str:
     """Send one outbox row. Safe to deliver twice: only one delivery can claim it."""
     return message_send(message_id=message_id)
+
+
+@shared_task
+def reconcile_sending() -> dict[str, int]:
+    """Beat, every 5 minutes: settle sends a dead worker left in "sending"."""
+    return reconcile_stale_sending()
 
 
 @shared_task

@@ -194,3 +194,20 @@ class ContactAttemptFactory(factory.django.DjangoModelFactory):
     channel = ContactAttempt.Channel.CALL
     outcome = ContactAttempt.Outcome.NO_ANSWER
     attempted_at = factory.LazyFunction(timezone.now)
+
+
+class OutboundMessageFactory(factory.django.DjangoModelFactory):
+    """An SMS appointment reminder due now, to the patient's mobile from North's number."""
+
+    class Meta:
+        model = "reminders.OutboundMessage"
+
+    idempotency_key = factory.Sequence(lambda n: f"test-message-{n}")
+    kind = "appointment_reminder"
+    channel = "sms"
+    patient = factory.SubFactory(PatientFactory)
+    location = factory.LazyAttribute(lambda m: m.patient.home_location)
+    to = factory.LazyAttribute(lambda m: m.patient.mobile_phone)
+    sender = "+15125550100"
+    body = factory.Sequence(lambda n: f"North Clinic: see you tomorrow at 9:00 AM (#{n}).")
+    scheduled_for = factory.LazyFunction(timezone.now)
