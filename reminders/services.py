@@ -108,7 +108,7 @@ def message_send(*, message_id: int, now: dt.datetime | None = None) -> str:
             status, fields = verdict
             return _finish(message, status=status, **fields)
         if message.kind not in TRANSACTIONAL:
-            _merge_household(message, now)
+            _final_text(message, now)
     if message.location.shadow_mode:
         return _finish(message, status=Status.SHADOW, sent_at=now)
     try:
@@ -249,17 +249,43 @@ def _over_cap(recipient: Patient, location: Location, now: dt.datetime, *, exclu
     return ""
 
 
-def _merge_household(message: OutboundMessage, now: dt.datetime) -> None:
+def _final_text(message: OutboundMessage, now: dt.datetime) -> None:
+    """Write the words as of now: today's template, names, and the family's merge.
+
+    Rendered again at send time so that a template edited, or a name corrected,
+    after planning is what the patient reads.
+    """
+    from reminders.templating import render
+
+    recipient = message.recipient or message.patient
+    names, when = _merge_household(message, now)
+    text = render(
+        kind=message.kind,
+        channel=message.channel,
+        language=recipient.language,
+        location=message.location,
+        first_name=", ".join(names[:-1]) + f" & {names[-1]}" if len(names) > 1 else names[0],
+        when=when,
+    )
+    if (text.subject, text.body) != (message.subject, message.body):
+        message.subject, message.body = text.subject, text.body
+        OutboundMessage.objects.filter(pk=message.pk).update(subject=text.subject, body=text.body)
+
+
+def _merge_household(
+    message: OutboundMessage, now: dt.datetime
+) -> tuple[list[str], dt.datetime | dt.date | None]:
     """Fold the family's other messages of today into this one (household grouping).
 
     Rows of the same kind and channel for other patients, going to the same
     recipient later today, are suppressed as merged; this message names everyone.
+    Returns the names to greet and the date (and time) to mention.
     """
-    from reminders.templating import render
-
-    if not message.recipient_id or not message.location.household_grouping:
-        return
+    names = [message.patient.preferred_name or message.patient.first_name]
+    when = _when(message)
     location = message.location
+    if not message.recipient_id or not location.household_grouping:
+        return names, when
     local_day_end = (now.astimezone(location.tz) + dt.timedelta(days=1)).replace(
         hour=0, minute=0, second=0, microsecond=0
     )
@@ -275,7 +301,6 @@ def _merge_household(message: OutboundMessage, now: dt.datetime) -> None:
         .exclude(patient_id=message.patient_id)
         .select_related("patient", "appointment")
     )
-    when = _when(message)
     if message.appointment is not None:
         # One visit day per message: the family's visits that day, earliest time first.
         day = message.appointment.start.astimezone(location.tz).date()
@@ -288,27 +313,14 @@ def _merge_household(message: OutboundMessage, now: dt.datetime) -> None:
             [message.appointment.start] + [s.appointment.start for s in siblings if s.appointment]
         )
     if not siblings:
-        return
-    names = [message.patient.preferred_name or message.patient.first_name] + [
-        s.patient.preferred_name or s.patient.first_name for s in siblings
-    ]
-    recipient = message.recipient
-    assert recipient is not None  # checked on entry
-    text = render(
-        kind=message.kind,
-        channel=message.channel,
-        language=recipient.language,
-        location=location,
-        first_name=", ".join(names[:-1]) + f" & {names[-1]}",
-        when=when,
-    )
-    message.subject, message.body = text.subject, text.body
-    OutboundMessage.objects.filter(pk=message.pk).update(subject=text.subject, body=text.body)
+        return names, _when(message)
+    recipient_name = message.recipient.first_name if message.recipient else ""
     OutboundMessage.objects.filter(pk__in=[s.pk for s in siblings], status=Status.PLANNED).update(
         status=Status.SUPPRESSED,
-        reason=f"Household: sent together in one message to {recipient.first_name}",
+        reason=f"Household: sent together in one message to {recipient_name}",
         updated_at=now,
     )
+    return names + [s.patient.preferred_name or s.patient.first_name for s in siblings], when
 
 
 def _when(message: OutboundMessage) -> dt.datetime | dt.date | None:

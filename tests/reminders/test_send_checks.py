@@ -9,7 +9,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reminders.models import OutboundMessage
+from reminders.models import MessageTemplate, OutboundMessage
 from reminders.services import dispatch_due, inbound_receive, message_send
 from tests.factories import (
     AppointmentFactory,
@@ -342,3 +342,18 @@ def test_a_reminder_email_has_html_and_a_working_one_click_unsubscribe(
     email = OutboundMessage.objects.get(appointment=later, channel="email")
     assert (email.status, email.reason) == (Status.SUPPRESSED, "Email consent refused")
     assert client.get(path[:-3] + "xyz/").status_code == 404  # a forged token
+
+
+@pytest.mark.django_db
+def test_the_words_are_those_of_the_template_at_send_time(patient, clinic, twilio):
+    row = queued(patient)
+    MessageTemplate.objects.create(
+        kind=Kind.APPOINTMENT_REMINDER,
+        channel="sms",
+        language="en",
+        location=clinic,
+        body="{location_name}: {first_name}, your visit is {date} at {time}. Reply STOP to opt out.",
+    )
+    assert send_at_noon(row) == Status.SENT
+    (sent,) = twilio.received
+    assert sent["Body"].startswith("Riverside Dental: Ana, your visit is ")
