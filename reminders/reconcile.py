@@ -44,7 +44,9 @@ def reconcile_message(message: OutboundMessage) -> str:
     if message.status != Status.SENDING:
         return "skipped"
     if message.channel != OutboundMessage.Channel.SMS:
-        return _settle(message, status=Status.FAILED, error_message=EMAIL_IN_DOUBT)
+        return _settle(
+            message, status=Status.FAILED, error_message=EMAIL_IN_DOUBT, needs_attention=True
+        )
     # Sids other rows already hold: of two identical messages, each row claims its own.
     taken = (
         OutboundMessage.objects.filter(to=message.to, body=message.body)

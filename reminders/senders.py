@@ -8,14 +8,17 @@ Django's backend chosen by EMAIL_URL (console by default, SMTP in production).
 
 import datetime as dt
 import logging
+import socket
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 
+import requests
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.message import make_msgid
 from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 logger = logging.getLogger(__name__)
@@ -38,17 +41,45 @@ class SendError(Exception):
     or to record the failure for good (invalid number, unsubscribed recipient).
     """
 
-    def __init__(self, message: str, *, code: str = "", retryable: bool):
+    def __init__(self, message: str, *, code: str = "", retryable: bool, ambiguous: bool = False):
         super().__init__(message)
         self.code = code
         self.retryable = retryable
+        # The request reached the provider but its answer did not (5xx, read timeout):
+        # it may have been sent, so it must be reconciled before any resend.
+        self.ambiguous = ambiguous
+
+
+# Seconds; without one the SDK waits forever and a hung request outlives the worker's
+# claim on the row (reconciliation would then resend what Twilio finally accepted).
+TWILIO_TIMEOUT = 15
+
+
+def _never_reached(exc: BaseException) -> bool:
+    """True when the request certainly never reached the provider (refused, DNS)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    chain: BaseException | None = exc
+    while chain is not None:
+        if isinstance(chain, ConnectionRefusedError | socket.gaierror) or (
+            type(chain).__name__ == "NewConnectionError"
+        ):
+            return True
+        chain = (
+            chain.__cause__
+            or chain.__context__
+            or (chain.args[0] if chain.args and isinstance(chain.args[0], BaseException) else None)
+        )
+    return False
 
 
 class TwilioSmsSender:
     """Twilio's Messages API through the official SDK."""
 
     def __init__(self, *, account_sid: str, auth_token: str, api_base_url: str = ""):
-        self.client = Client(account_sid, auth_token)
+        self.client = Client(
+            account_sid, auth_token, http_client=TwilioHttpClient(timeout=TWILIO_TIMEOUT)
+        )
         if api_base_url:
             # Tests point the SDK at a local server that speaks Twilio's HTTP API.
             self.client.api.base_url = api_base_url
@@ -63,12 +94,20 @@ class TwilioSmsSender:
             message = self.client.messages.create(to=to, body=body, **identity, **extra)
         except TwilioRestException as exc:
             # 429 and 5xx are Twilio's trouble; any other 4xx is about this message.
+            # A 5xx may come after Twilio queued the message: that one is ambiguous.
             retryable = exc.status == 429 or exc.status >= 500
             raise SendError(
-                str(exc.msg), code=str(exc.code or exc.status), retryable=retryable
+                str(exc.msg),
+                code=str(exc.code or exc.status),
+                retryable=retryable,
+                ambiguous=exc.status >= 500,
             ) from exc
         except (TwilioException, OSError) as exc:
-            raise SendError(f"Twilio could not be reached: {exc}", retryable=True) from exc
+            raise SendError(
+                f"Twilio could not be reached: {exc}",
+                retryable=True,
+                ambiguous=not _never_reached(exc),
+            ) from exc
         return SendResult(provider_id=message.sid, status=message.status)
 
     def find_sent(

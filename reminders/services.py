@@ -357,6 +357,15 @@ def _failed(message: OutboundMessage, exc: SendError) -> str:
             reason="The carrier blocked it as spam; not retried",
             **fields,
         )
+    if exc.ambiguous:
+        # Twilio may have taken it: stay "sending" until reconciliation has asked
+        # Twilio (reminders.reconcile, every 5 minutes, for rows quiet for 10).
+        OutboundMessage.objects.filter(pk=message.pk, status=Status.SENDING).update(
+            reason="No clear answer from the provider; checking before any resend",
+            updated_at=timezone.now(),
+            **fields,
+        )
+        return Status.SENDING
     if exc.retryable and message.attempts < MAX_ATTEMPTS:
         return _finish(
             message,

@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reminders.models import MessageTemplate, OutboundMessage
+from reminders.reconcile import reconcile_stale_sending
 from reminders.services import dispatch_due, inbound_receive, message_send
+from reminders.twilio_sim import error, lost_response
 from tests.factories import (
     AppointmentFactory,
     ChannelConsentFactory,
@@ -221,13 +223,32 @@ def test_a_carrier_block_on_create_alerts_staff_without_retrying(patient, twilio
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("status", [429, 503])
-def test_rate_limits_and_outages_are_retried_later(patient, twilio, status):
-    twilio.fail_with = (status, 20429 if status == 429 else 20500, "Try later")
+def test_a_rate_limit_is_retried_later_with_backoff(patient, twilio):
+    twilio.fail_with = (429, 20429, "Too many requests")
     row = queued(patient)
     assert send_at_noon(row) == Status.PLANNED
     row.refresh_from_db()
     assert row.reason == "Provider busy or unreachable; trying again"
+    assert row.scheduled_for > timezone.now()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("twilio_kept_it", [True, False])
+def test_a_5xx_on_create_is_reconciled_before_any_resend(patient, twilio, twilio_kept_it):
+    twilio.script(lost_response() if twilio_kept_it else error(500))
+    row = queued(patient)
+    assert send_at_noon(row) == Status.SENDING  # not retried blindly
+    row.refresh_from_db()
+    assert row.reason == "No clear answer from the provider; checking before any resend"
+    reconcile_stale_sending(older_than=dt.timedelta(0))
+    row.refresh_from_db()
+    if twilio_kept_it:
+        assert (row.status, row.provider_id) == (Status.SENT, twilio.messages[0].sid)
+    else:
+        assert row.status == Status.PLANNED  # Twilio never had it: safe to send again
+        for pk in dispatch_due(now=row.scheduled_for):
+            send_at_noon(OutboundMessage.objects.get(pk=pk))
+    assert len(twilio.messages) == 1
 
 
 # --- replies to texts ------------------------------------------------------------------------
@@ -352,7 +373,7 @@ def test_the_words_are_those_of_the_template_at_send_time(patient, clinic, twili
         channel="sms",
         language="en",
         location=clinic,
-        body="{location_name}: {first_name}, your visit is {date} at {time}. Reply STOP to opt out.",
+        body="{location_name}: {first_name}, your visit is {date} at {time}. Reply STOP to end.",
     )
     assert send_at_noon(row) == Status.SENT
     (sent,) = twilio.received
