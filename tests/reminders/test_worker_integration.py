@@ -43,15 +43,12 @@ from kombu import Connection, Exchange, Queue
 
 from practicecrm.celery import app as celery_app
 from reminders.models import OutboundMessage
+from reminders.reconcile import reconcile_stale_sending
 from reminders.recovery import requeue_stale_queued
 from reminders.services import dispatch_due
 from reminders.tasks import dispatch_reminders, send_message
+from reminders.twilio_sim import TwilioSim
 from tests.factories import PatientFactory
-
-try:
-    from reminders.twilio_sim import TwilioSim as TwilioServer
-except ImportError:  # until the simulator has moved out of tests/ (#4)
-    from tests.twilio_server import TwilioServer
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -106,7 +103,7 @@ class Gate:
         self.held: list[dict[str, str]] = []
         # The server's answers to create requests (HTTP status, JSON), got or not.
         self.answers: list[tuple[int, dict]] = []
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
 
     def wait_held(self, count: int) -> None:
         wait_until(lambda: len(self.held) >= count, what=f"{count} held Twilio request(s)")
@@ -125,7 +122,7 @@ class Gate:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
                 if gate.hold(form):
-                    with gate._changed:
+                    with gate._lock:
                         gate.held.append(form)
                     gate.release.wait(TIMEOUT)
                 self._forward(body)
@@ -145,7 +142,7 @@ class Gate:
                 except HTTPError as exc:
                     status, data = exc.code, exc.read()
                 if body is not None:
-                    with gate._changed:
+                    with gate._lock:
                         gate.answers.append((status, json.loads(data)))
                 try:
                     self.send_response(status)
@@ -170,7 +167,7 @@ class Gate:
 
 @pytest.fixture
 def twilio(settings):
-    server = TwilioServer(account_sid=SID, auth_token=TOKEN).start()
+    server = TwilioSim(account_sid=SID, auth_token=TOKEN).start()
     gate = Gate(server.url).start()
     # This process (reconciliation) talks to the server directly, the worker via the gate.
     settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = SID, TOKEN
@@ -379,7 +376,6 @@ def test_a_send_task_delivered_twice_sends_once(start_worker, queue, twilio):
 
 
 def test_a_worker_killed_mid_send_is_never_resent_and_is_reconciled(start_worker, queue, twilio):
-    reconcile = pytest.importorskip("reminders.reconcile")
     server, gate = twilio
     gate.hold = lambda form: form.get("Body") == "Reminder c-0"
     first = start_worker(queue=queue)
@@ -407,7 +403,7 @@ def test_a_worker_killed_mid_send_is_never_resent_and_is_reconciled(start_worker
     assert row.status == Status.SENDING  # not resent: Twilio may have it (it does)
     assert sent_per_key(server) == {"c-0": 1}
 
-    reconcile.reconcile_stale_sending(older_than=dt.timedelta(0))
+    reconcile_stale_sending(older_than=dt.timedelta(0))
 
     row.refresh_from_db()
     assert (row.status, row.provider_id) == (Status.SENT, answer["sid"])
