@@ -74,8 +74,12 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+## make bench: speed figures on PostgreSQL + Redis (a scratch database of its own).
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/practicecrm_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/9
 bench: install
-	@echo "Benchmarks arrive with issue #7."
+	DATABASE_URL=$${BENCH_DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$(BENCH_REDIS_URL) \
+	  $(PY) benchmarks/dispatch.py
 
 clean:
 	rm -rf $(VENV) var staticfiles
