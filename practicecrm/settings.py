@@ -237,6 +237,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "reminders.tasks.reconcile_sending",
         "schedule": 5 * 60,
     },
+    # A Redis restart loses queued send tasks; their rows go back to "planned".
+    "requeue-lost-sends": {
+        "task": "reminders.tasks.requeue_queued",
+        "schedule": 5 * 60,
+    },
 }
 
 # --- Email ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ Django's backend chosen by EMAIL_URL (console by default, SMTP in production).
 
 import datetime as dt
 import logging
+import smtplib
 import socket
 import uuid
 from collections.abc import Collection
@@ -210,6 +211,20 @@ def send_email(
         message.attach_alternative(html, "text/html")
     try:
         message.send()
+    except smtplib.SMTPResponseException as exc:
+        # 4xx is "try later" (greylisting, busy); 5xx is final (no such mailbox).
+        raise SendError(
+            f"The mail server refused it: {exc.smtp_code} {exc.smtp_error!r}",
+            code=str(exc.smtp_code),
+            retryable=exc.smtp_code < 500,
+        ) from exc
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        raise SendError(
+            f"The mail server refused the address: {exc.recipients}",
+            code=str(codes[0]) if codes else "",
+            retryable=all(code < 500 for code in codes),
+        ) from exc
     except OSError as exc:  # SMTP outage, refused connection, timeout
         raise SendError(f"The mail server could not be reached: {exc}", retryable=True) from exc
     return SendResult(provider_id=message_id, status="sent")

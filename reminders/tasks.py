@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from reminders.reconcile import reconcile_stale_sending
+from reminders.recovery import requeue_stale_queued
 from reminders.services import dispatch_due, message_send
 
 
@@ -22,6 +23,12 @@ def send_message(message_id: int) -> str:
 def reconcile_sending() -> dict[str, int]:
     """Beat, every 5 minutes: settle sends a dead worker left in "sending"."""
     return reconcile_stale_sending()
+
+
+@shared_task
+def requeue_queued() -> int:
+    """Beat, every 5 minutes: put rows whose send task the broker lost back in line."""
+    return requeue_stale_queued()
 
 
 @shared_task

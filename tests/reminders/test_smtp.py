@@ -156,6 +156,14 @@ def test_a_temporary_refusal_is_retryable(smtp_server):
     assert mailbox.received == []
 
 
+def test_a_permanent_refusal_is_final(smtp_server):
+    mailbox = smtp_server.mailbox
+    mailbox.refuse_with = "550 5.1.1 No such mailbox"
+    with pytest.raises(SendError) as raised:
+        send()
+    assert (raised.value.retryable, raised.value.code) == (False, "550")
+
+
 @pytest.mark.django_db
 def test_the_outbox_sends_an_email_row_once(smtp_server, north_patient):
     mailbox = smtp_server.mailbox
