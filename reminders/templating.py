@@ -93,6 +93,16 @@ DEFAULTS: dict[tuple[str, str, str], tuple[str, str]] = {
         "Llame al {location_phone} y buscaremos una hora.\n\n{location_address}\n\n"
         "{location_name}",
     ),
+    (Kind.HELP_REPLY, Channel.SMS, "es"): (
+        "",
+        "{location_name}: recordatorios de citas. Llame al {location_phone}, "
+        "{location_address}. STOP para no recibir mensajes.",
+    ),
+    (Kind.OPT_OUT_CONFIRMATION, Channel.SMS, "es"): (
+        "",
+        "{location_name}: Ya no le enviaremos mensajes de texto. Responda START para volver "
+        "a recibirlos. Preguntas: {location_phone}.",
+    ),
     (Kind.CONFIRMATION_REPLY, Channel.SMS, "es"): (
         "",
         "{location_name}: Gracias {first_name}, su visita del {date} a las {time} "
