@@ -100,6 +100,16 @@ class Patient(models.Model):
         Household, on_delete=models.SET_NULL, null=True, blank=True, related_name="members"
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    # Set when this record was a duplicate merged into another (patients.merge): it
+    # keeps its own fields as history but leaves every list, search and worklist.
+    merged_into = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="merged_records",
+    )
 
     preferred_channel = models.CharField(
         max_length=8, choices=PreferredChannel.choices, default=PreferredChannel.SMS
