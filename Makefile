@@ -67,7 +67,7 @@ browser:
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	DATABASE_URL=sqlite:///:memory: $(BIN)/mypy locations patients followups reminders practicecrm
+	DATABASE_URL=sqlite:///:memory: $(BIN)/mypy locations patients followups reminders imports practicecrm
 	DATABASE_URL=sqlite:///:memory: $(PY) manage.py makemigrations --check --dry-run -v0
 
 format: install

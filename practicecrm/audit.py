@@ -41,6 +41,7 @@ def register_models() -> None:
         Patient,
         Provider,
     )
+    from imports.models import ImportSource
     from reminders.models import MessageTemplate, OutreachPlan, ReminderSchedule
 
     auditlog.register(Location)
@@ -68,6 +69,7 @@ def register_models() -> None:
     auditlog.register(ReminderSchedule, exclude_fields=["updated_at"])
     auditlog.register(OutreachPlan, exclude_fields=["updated_at"])
     auditlog.register(MessageTemplate, exclude_fields=["updated_at"])
+    auditlog.register(ImportSource)
 
 
 def get_system_user():

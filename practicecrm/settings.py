@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "patients",
     "followups",
     "reminders",
+    "imports",
 ]
 
 MIDDLEWARE = [
@@ -177,6 +178,9 @@ USE_I18N = True
 USE_TZ = True
 # Phone numbers typed without a country code are read in this region.
 PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="US")
+# Imports (issue #5): largest file accepted, and how 03/01/2026 is read (MDY or DMY).
+IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=50 * 1024 * 1024)
+IMPORT_DATE_ORDER = env.str("IMPORT_DATE_ORDER", default="MDY")
 
 # --- Static files ---------------------------------------------------------------------
 STATIC_URL = "static/"

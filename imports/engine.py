@@ -1,0 +1,523 @@
+"""The import: parse each row, match it to a patient, and upsert — repeatably.
+
+- Matching: the source's own patient id (ExternalIdentifier with the source's
+  `system`) when the file has one; else the folded full name + date of birth. A
+  person who looks like someone on file with small differences (same birth date,
+  same phone or email or last name, another spelling) is a *duplicate suspect*:
+  imported as a new record and listed for a human to merge — never merged here.
+- Upsert: only mapped, non-empty cells change a record; an unchanged row writes
+  nothing (no save, no audit entry, no follow-up, no appointment), so importing
+  the same file twice changes nothing.
+- Safety: a row that cannot be read is rejected with its line, column and reason
+  and nothing of it is written; other rows go in. New patients are written in
+  chunks through the audited bulk helper; appointments through the same
+  services as staff edits, so follow-ups and reminders follow them.
+- A dry run does all of it in a transaction that is rolled back.
+"""
+
+import datetime as dt
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from followups.models import Followup
+from imports.mapping import FIELDS
+from imports.models import ImportSource, SourceRecallDate
+from imports.parsing import (
+    CellError,
+    parse_date,
+    parse_datetime,
+    parse_email,
+    parse_phone,
+    parse_time,
+    split_name,
+)
+from imports.readers import Table
+from locations.models import Location
+from patients.models import Appointment, AppointmentType, ExternalIdentifier, Patient, Provider
+from patients.search import fold
+from practicecrm.audit import bulk_create_audited
+
+CHUNK = 1000
+PATIENT_FIELDS = (
+    "first_name",
+    "last_name",
+    "preferred_name",
+    "date_of_birth",
+    "mobile_phone",
+    "home_phone",
+    "email",
+    "address_line1",
+    "city",
+    "region",
+    "postal_code",
+    "language",
+)
+APPOINTMENT_STATUS = {
+    "scheduled": Appointment.Status.SCHEDULED,
+    "booked": Appointment.Status.SCHEDULED,
+    "confirmed": Appointment.Status.CONFIRMED,
+    "completed": Appointment.Status.COMPLETED,
+    "complete": Appointment.Status.COMPLETED,
+    "done": Appointment.Status.COMPLETED,
+    "attended": Appointment.Status.COMPLETED,
+    "checked out": Appointment.Status.COMPLETED,
+    "seen": Appointment.Status.COMPLETED,
+    "cancelled": Appointment.Status.CANCELLED,
+    "canceled": Appointment.Status.CANCELLED,
+    "no show": Appointment.Status.NO_SHOW,
+    "noshow": Appointment.Status.NO_SHOW,
+    "no-show": Appointment.Status.NO_SHOW,
+    "missed": Appointment.Status.NO_SHOW,
+    "dna": Appointment.Status.NO_SHOW,
+}
+LANGUAGES = (
+    {fold(label): code for code, label in Patient.Language.choices}
+    | {code: code for code in Patient.Language.values}
+    | {"espanol": "es", "spanish": "es"}
+)
+SAMPLE_LIMIT = 25
+REPORT_LIMIT = 2000
+
+
+@dataclass
+class Row:
+    line: int
+    patient: dict[str, Any] = field(default_factory=dict)
+    external_id: str = ""
+    location: Location | None = None
+    appointment: dict[str, Any] | None = None
+    next_recall: dt.date | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str, dt.date]:
+        return (
+            fold(self.patient["first_name"]),
+            fold(self.patient["last_name"]),
+            self.patient["date_of_birth"],
+        )
+
+
+@dataclass
+class Report:
+    counts: Counter = field(default_factory=Counter)
+    rejected: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
+    suspects: list[dict] = field(default_factory=list)
+    changes: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "counts": dict(self.counts),
+            "rejected": self.rejected[:REPORT_LIMIT],
+            "warnings": self.warnings[:REPORT_LIMIT],
+            "suspects": self.suspects[:REPORT_LIMIT],
+            "changes": self.changes[:SAMPLE_LIMIT],
+        }
+
+
+class Importer:
+    """Import one table from one source with one mapping (header → field)."""
+
+    def __init__(
+        self,
+        *,
+        source: ImportSource,
+        headers: list[str],
+        mapping: dict[str, str],
+        dry_run: bool,
+        today: dt.date | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.dry_run = dry_run
+        self.progress = progress
+        self.headers = headers
+        self.column = {
+            target: (index, header)
+            for index, header in enumerate(headers)
+            if (target := mapping.get(header)) in FIELDS
+        }
+        self.report = Report()
+        self.locations = self._locations()
+        self.types = {fold(t.name): t for t in AppointmentType.objects.all()} | {
+            fold(t.code): t for t in AppointmentType.objects.all()
+        }
+        self.providers = {fold(p.name): p for p in Provider.objects.all()}
+        # People created earlier in this run, by key: a file with one row per visit
+        # names the same person many times.
+        self.created: dict[tuple, Patient] = {}
+        self.today = today or timezone.localdate()
+
+    # --- the run -------------------------------------------------------------------
+
+    def run(self, table: Table) -> Report:
+        if self.dry_run:
+            with transaction.atomic():
+                self._all(table.rows)
+                transaction.set_rollback(True)
+        else:
+            self._all(table.rows)
+        return self.report
+
+    def _all(self, rows: Iterator[tuple[int, list[str]]]) -> None:
+        done = 0
+        for chunk in _batched(rows, CHUNK):
+            with transaction.atomic():
+                self._chunk([self._parse(line, cells) for line, cells in chunk])
+            done += len(chunk)
+            if self.progress:
+                self.progress(done)
+
+    # --- reading a row ---------------------------------------------------------------
+
+    def _cell(self, cells: list[str], target: str) -> str:
+        where = self.column.get(target)
+        if where is None or where[0] >= len(cells):
+            return ""
+        return cells[where[0]].strip()
+
+    def _header(self, target: str) -> str:
+        return self.column[target][1] if target in self.column else FIELDS[target][0]
+
+    def _parse(self, line: int, cells: list[str]) -> Row:
+        row = Row(line=line)
+        get = lambda target: self._cell(cells, target)  # noqa: E731
+
+        def fail(target: str, reason: str) -> None:
+            row.errors.append((self._header(target), reason))
+
+        def warn(target: str, reason: str) -> None:
+            row.warnings.append((self._header(target), reason))
+
+        first, last = get("first_name"), get("last_name")
+        if (not first or not last) and get("full_name"):
+            try:
+                first, last = split_name(get("full_name"))
+            except CellError as exc:
+                fail("full_name", str(exc))
+        if not first:
+            fail("first_name" if "first_name" in self.column else "full_name", "no first name")
+        if not last:
+            fail("last_name" if "last_name" in self.column else "full_name", "no last name")
+        row.patient.update(first_name=first[:100], last_name=last[:100])
+        try:
+            dob = parse_date(get("date_of_birth"))
+            if dob > self.today:
+                fail("date_of_birth", f"“{get('date_of_birth')}” is in the future")
+            row.patient["date_of_birth"] = dob
+        except CellError as exc:
+            fail("date_of_birth", f"date of birth {exc}")
+        for target in ("mobile_phone", "home_phone"):
+            try:
+                if value := parse_phone(get(target)):
+                    row.patient[target] = value
+            except CellError as exc:
+                warn(target, f"{exc}; left empty")
+        try:
+            if value := parse_email(get("email")):
+                row.patient["email"] = value
+        except CellError as exc:
+            warn("email", f"{exc}; left empty")
+        for target in ("preferred_name", "address_line1", "city", "region", "postal_code"):
+            if value := get(target):
+                row.patient[target] = value[:200]
+        if raw := get("language"):
+            if code := LANGUAGES.get(fold(raw)):
+                row.patient["language"] = code
+            else:
+                warn("language", f"“{raw}” is not a language we send in; left as it was")
+        row.external_id = get("external_id")[:100]
+        row.location = self.source.location
+        if raw := get("location"):
+            row.location = self.locations.get(fold(raw))
+            if row.location is None:
+                known = ", ".join(sorted({loc.name for loc in self.locations.values()}))
+                fail("location", f"“{raw}” is not one of the locations ({known})")
+        if get("appointment_date"):
+            self._parse_appointment(row, get, fail)
+        if raw := get("next_recall"):
+            try:
+                row.next_recall = parse_date(raw)
+            except CellError as exc:
+                fail("next_recall", f"next recall {exc}")
+        return row
+
+    def _parse_appointment(self, row: Row, get, fail) -> None:
+        location = row.location or self.source.location
+        try:
+            day, at = parse_datetime(get("appointment_date"))
+            if get("appointment_time"):
+                at = parse_time(get("appointment_time"))
+        except CellError as exc:
+            fail("appointment_date", f"appointment {exc}")
+            return
+        if at is None:
+            fail("appointment_time", "the appointment has no time")
+            return
+        start = dt.datetime.combine(day, at, tzinfo=location.tz)
+        # A wall time that does not exist (a DST gap) is refused, never shifted.
+        if start.astimezone(dt.UTC).astimezone(location.tz).replace(tzinfo=None) != start.replace(
+            tzinfo=None
+        ):
+            fail("appointment_time", f"{at:%H:%M} does not exist on {day} in {location.time_zone}")
+            return
+        raw_type = get("appointment_type")
+        visit_type = self.types.get(fold(raw_type)) if raw_type else None
+        if visit_type is None:
+            known = ", ".join(sorted({t.name for t in self.types.values()})[:12])
+            fail(
+                "appointment_type",
+                f"“{raw_type}” is not an appointment type ({known})"
+                if raw_type
+                else "the appointment has no type",
+            )
+            return
+        end = start + dt.timedelta(minutes=visit_type.default_duration_minutes)
+        if raw_end := get("appointment_end"):
+            try:
+                end = dt.datetime.combine(day, parse_time(raw_end), tzinfo=location.tz)
+            except CellError as exc:
+                fail("appointment_end", f"end {exc}")
+                return
+            if end <= start:
+                fail("appointment_end", "the appointment ends before it starts")
+                return
+        raw_status = fold(get("appointment_status"))
+        status = APPOINTMENT_STATUS.get(raw_status) if raw_status else Appointment.Status.SCHEDULED
+        if status is None:
+            fail("appointment_status", f"“{get('appointment_status')}” is not a status we know")
+            return
+        provider = self.providers.get(fold(get("provider"))) if get("provider") else None
+        row.appointment = {
+            "external_id": get("appointment_id")[:100],
+            "start": start,
+            "end": end,
+            "appointment_type": visit_type,
+            "status": status,
+            "provider": provider,
+            "location": location,
+        }
+
+    def _locations(self) -> dict[str, Location]:
+        found: dict[str, Location] = {}
+        for location in Location.objects.all():
+            for name in (location.name, location.slug, location.city):
+                if name:
+                    found.setdefault(fold(name), location)
+        return found
+
+    # --- writing a chunk -----------------------------------------------------------
+
+    def _chunk(self, rows: list[Row]) -> None:
+        good = []
+        for row in rows:
+            if row.errors:
+                self.report.counts["rejected"] += 1
+                for column, reason in row.errors:
+                    self.report.rejected.append(
+                        {"line": row.line, "column": column, "reason": reason}
+                    )
+            else:
+                good.append(row)
+            for column, reason in row.warnings:
+                self.report.warnings.append({"line": row.line, "column": column, "reason": reason})
+        matched = self._match(good)
+        new: list[tuple[Row, Patient]] = []
+        for row in good:
+            patient, how = matched[row.line]
+            if patient is None:
+                patient = self._new_patient(row)
+                self.created[row.key] = patient
+                new.append((row, patient))
+                self.report.counts["duplicate_suspect" if how == "suspect" else "new"] += 1
+            elif patient.pk is None:
+                self._fill(patient, row)  # a person named again before being written
+                self.report.counts["unchanged"] += 1
+            else:
+                changes = self._fill(patient, row)
+                if changes:
+                    patient.save()
+                    self.report.counts["updated"] += 1
+                    if len(self.report.changes) < SAMPLE_LIMIT:
+                        self.report.changes.append(
+                            {"line": row.line, "patient": str(patient), "changes": changes}
+                        )
+                else:
+                    self.report.counts["unchanged"] += 1
+        if new:
+            bulk_create_audited(Patient, [patient for _, patient in new])
+            bulk_create_audited(
+                ExternalIdentifier,
+                [
+                    ExternalIdentifier(
+                        patient=patient, system=self.source.system, value=row.external_id
+                    )
+                    for row, patient in new
+                    if row.external_id
+                ],
+            )
+        for row in good:
+            patient = matched[row.line][0] or self.created[row.key]
+            if row.appointment is not None:
+                self._appointment(row, patient)
+            if row.next_recall is not None:
+                self._recall(row, patient)
+
+    def _match(self, rows: list[Row]) -> dict[int, tuple[Patient | None, str]]:
+        """line → (the patient this row is, or None for a new one; how it matched)."""
+        by_external = {
+            e.value: e.patient
+            for e in ExternalIdentifier.objects.filter(
+                system=self.source.system,
+                value__in={r.external_id for r in rows if r.external_id},
+            ).select_related("patient")
+        }
+        dobs = {r.patient["date_of_birth"] for r in rows}
+        by_key: dict[tuple, list[Patient]] = defaultdict(list)
+        by_dob: dict[dt.date, list[Patient]] = defaultdict(list)
+        for patient in Patient.objects.filter(date_of_birth__in=dobs):
+            key = (fold(patient.first_name), fold(patient.last_name), patient.date_of_birth)
+            by_key[key].append(patient)
+            by_dob[patient.date_of_birth].append(patient)
+        result: dict[int, tuple[Patient | None, str]] = {}
+        for row in rows:
+            if row.external_id and row.external_id in by_external:
+                result[row.line] = (by_external[row.external_id], "external id")
+                continue
+            if row.key in self.created:
+                result[row.line] = (self.created[row.key], "earlier row")
+                continue
+            same = by_key.get(row.key, [])
+            if len(same) == 1:
+                result[row.line] = (same[0], "name and date of birth")
+                continue
+            look_alikes = same or [p for p in by_dob[row.key[2]] if self._resembles(p, row)]
+            if look_alikes:
+                self.report.suspects.append(
+                    {
+                        "line": row.line,
+                        "name": f"{row.patient['first_name']} {row.patient['last_name']}",
+                        "date_of_birth": row.key[2].isoformat(),
+                        "resembles": [{"id": p.pk, "name": str(p)} for p in look_alikes[:5]],
+                    }
+                )
+                result[row.line] = (None, "suspect")
+            else:
+                result[row.line] = (None, "new")
+        return result
+
+    @staticmethod
+    def _resembles(patient: Patient, row: Row) -> bool:
+        values = row.patient
+        return bool(
+            fold(patient.last_name) == fold(values["last_name"])
+            or fold(patient.first_name) == fold(values["first_name"])
+            or (values.get("mobile_phone") and patient.mobile_phone == values["mobile_phone"])
+            or (values.get("email") and patient.email.lower() == values["email"])
+        )
+
+    def _new_patient(self, row: Row) -> Patient:
+        patient = Patient(home_location=row.location or self.source.location, **row.patient)
+        patient.refresh_search_fields()
+        return patient
+
+    @staticmethod
+    def _fill(patient: Patient, row: Row) -> dict[str, list[str]]:
+        """Set the row's non-empty values; returns what changed (field → [before, after])."""
+        changes = {}
+        for name, value in row.patient.items():
+            before = getattr(patient, name)
+            if value != before:
+                changes[name] = [str(before), str(value)]
+                setattr(patient, name, value)
+        return changes
+
+    def _appointment(self, row: Row, patient: Patient) -> None:
+        from followups.services import appointment_changed
+
+        data = dict(row.appointment or {})
+        external_id = data.pop("external_id")
+        existing = None
+        if external_id:
+            existing = Appointment.objects.filter(
+                external_system=self.source.system, external_id=external_id
+            ).first()
+        if existing is None:
+            existing = Appointment.objects.filter(
+                patient=patient, location=data["location"], start=data["start"]
+            ).first()
+        previous = existing.status if existing else None
+        appointment = existing or Appointment(
+            patient=patient,
+            source=Appointment.Source.IMPORT,
+            external_system=self.source.system if external_id else "",
+            external_id=external_id,
+        )
+        if existing is not None and all(getattr(existing, k) == v for k, v in data.items()):
+            self.report.counts["appointments_unchanged"] += 1
+            return
+        for name, value in data.items():
+            setattr(appointment, name, value)
+        try:
+            with transaction.atomic():
+                appointment.full_clean()
+                appointment.save()
+                appointment_changed(appointment=appointment, previous_status=previous)
+        except (ValidationError, IntegrityError) as exc:
+            reason = "; ".join(getattr(exc, "messages", [str(exc)]))
+            self.report.rejected.append(
+                {"line": row.line, "column": self._header("appointment_date"), "reason": reason}
+            )
+            self.report.counts["appointments_rejected"] += 1
+            return
+        self.report.counts["appointments_updated" if existing else "appointments_new"] += 1
+
+    def _recall(self, row: Row, patient: Patient) -> None:
+        """Keep the old tool's date for reconciliation; open a follow-up if none is."""
+        location = row.location or self.source.location
+        assert row.next_recall is not None
+        kept, created = SourceRecallDate.objects.get_or_create(
+            patient=patient,
+            source=self.source,
+            defaults={"location": location, "due_date": row.next_recall},
+        )
+        if not created and (kept.due_date, kept.location_id) != (row.next_recall, location.pk):
+            kept.due_date, kept.location = row.next_recall, location
+            kept.save()
+        recall_type = self.source.recall_type
+        if recall_type is None:
+            return
+        active = Followup.objects.filter(
+            patient=patient,
+            followup_type=recall_type,
+            status__in=[Followup.Status.OPEN, Followup.Status.CONTACTED, Followup.Status.SCHEDULED],
+        ).exists()
+        if not active:
+            from followups.services import followup_create
+
+            followup = followup_create(
+                patient=patient,
+                followup_type=recall_type,
+                location=location,
+                due_date=row.next_recall,
+                reason=f"Next recall from {self.source.name}",
+                by=None,
+            )
+            followup.source = Followup.Source.IMPORT
+            followup.save(update_fields=["source"])
+            self.report.counts["recalls_opened"] += 1
+
+
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk

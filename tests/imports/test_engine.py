@@ -1,0 +1,185 @@
+"""Importing spreadsheets: matching, repeatable upsert, rejections with reasons."""
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from auditlog.models import LogEntry
+from django.core.management import call_command
+
+from imports.models import ImportSource, SourceRecallDate
+from imports.readers import UnreadableFile
+from imports.services import import_file
+from patients.models import Appointment, ExternalIdentifier, Patient
+from tests.factories import (
+    AppointmentTypeFactory,
+    FollowupTypeFactory,
+    LocationFactory,
+    PatientFactory,
+)
+
+DEMO = Path(__file__).resolve().parents[2] / "imports" / "demo"
+SPREADSHEET = DEMO / "riverside-old-spreadsheet.csv"
+SCHEDULER = DEMO / "riverside-scheduler-export.csv"
+
+
+@pytest.fixture
+def austin(db):
+    return LocationFactory(name="Riverside Dental — Austin", slug="riverside-austin", city="Austin")
+
+
+@pytest.fixture
+def source(austin):
+    return ImportSource.objects.create(
+        name="Old spreadsheet",
+        system="old-spreadsheet",
+        location=austin,
+        recall_type=FollowupTypeFactory(code="hygiene-recall", name="Hygiene recall"),
+    )
+
+
+def write(tmp_path, text: str, name="file.csv", encoding="utf-8") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+@pytest.mark.django_db
+def test_the_old_spreadsheet_imports_and_says_what_it_refused(source):
+    batch = import_file(source=source, path=SPREADSHEET, dry_run=False)
+    assert batch.counts["new"] == 7 and batch.counts["rejected"] == 1
+    (rejected,) = batch.report["rejected"]
+    assert rejected == {"line": 8, "column": "DOB", "reason": "date of birth is empty"}
+    warnings = {(w["line"], w["column"]) for w in batch.report["warnings"]}
+    assert warnings == {(9, "Cell"), (9, "Email")}
+    raj = Patient.objects.get(last_name="Patel")
+    assert (raj.mobile_phone, raj.email) == ("", "")  # reported and left empty, not guessed
+    jose = Patient.objects.get(last_name="Núñez")
+    assert (jose.first_name, jose.date_of_birth, jose.mobile_phone) == (
+        "José",
+        dt.date(1994, 10, 4),
+        "+12105550185",
+    )
+    assert ExternalIdentifier.objects.get(patient=jose).value == "RD-1001"
+    assert SourceRecallDate.objects.get(patient=jose).due_date == dt.date(2026, 12, 3)
+    assert jose.followups.get().due_date == dt.date(2026, 12, 3)  # opened from "Next Recall"
+
+
+@pytest.mark.django_db
+def test_importing_the_same_file_twice_changes_nothing(source):
+    import_file(source=source, path=SPREADSHEET, dry_run=False)
+    entries, patients = LogEntry.objects.count(), Patient.objects.count()
+    again = import_file(source=source, path=SPREADSHEET, dry_run=False)
+    assert again.counts == {"unchanged": 7, "rejected": 1}
+    assert Patient.objects.count() == patients
+    assert LogEntry.objects.count() == entries + 1  # only the batch's own entry
+
+
+@pytest.mark.django_db
+def test_a_changed_phone_updates_one_patient(source, tmp_path):
+    import_file(source=source, path=SPREADSHEET, dry_run=False)
+    changed = SPREADSHEET.read_text().replace("512-555-0133", "512-555-0144")
+    batch = import_file(source=source, path=write(tmp_path, changed), dry_run=False)
+    assert batch.counts["updated"] == 1 and batch.counts["unchanged"] == 6
+    assert batch.report["changes"][0]["changes"] == {
+        "mobile_phone": ["+15125550133", "+15125550144"]
+    }
+    assert Patient.objects.get(last_name="Okafor").mobile_phone == "+15125550144"
+
+
+@pytest.mark.django_db
+def test_a_dry_run_writes_nothing(source):
+    batch = import_file(source=source, path=SPREADSHEET, dry_run=True)
+    assert batch.counts["new"] == 7
+    assert not Patient.objects.exists() and not SourceRecallDate.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_scheduler_export_matches_by_the_sources_ids_and_moves_appointments(
+    source, austin, tmp_path
+):
+    for code, name in [
+        ("hygiene-cleaning", "Hygiene cleaning"),
+        ("periodic-exam", "Periodic exam"),
+    ]:
+        AppointmentTypeFactory(code=code, name=name)
+    import_file(source=source, path=SPREADSHEET, dry_run=False)
+    batch = import_file(source=source, path=SCHEDULER, dry_run=False)
+    assert batch.counts["unchanged"] == 4  # the people are the spreadsheet's
+    assert batch.counts["appointments_new"] == 4
+    assert batch.counts["rejected"] == 1  # "Root canal therapy" is not a type
+    assert "not an appointment type" in batch.report["rejected"][0]["reason"]
+    visit = Appointment.objects.get(external_id="A-5003")
+    assert visit.start.astimezone(austin.tz).time() == dt.time(14, 0)
+    moved = SCHEDULER.read_text().replace(
+        "2026-12-10;2:00 PM;3:00 PM", "2026-12-11;2:00 PM;3:00 PM"
+    )
+    again = import_file(source=source, path=write(tmp_path, moved), dry_run=False)
+    assert again.counts["appointments_updated"] == 1
+    assert again.counts["appointments_unchanged"] == 3
+    visit.refresh_from_db()
+    assert visit.start.astimezone(austin.tz).date() == dt.date(2026, 12, 11)
+
+
+@pytest.mark.django_db
+def test_a_look_alike_is_imported_and_listed_for_a_person_to_merge(source, austin, tmp_path):
+    PatientFactory(
+        home_location=austin,
+        first_name="Jose",
+        last_name="Nunes",
+        date_of_birth=dt.date(1994, 10, 4),
+        mobile_phone="+12105550185",
+    )
+    batch = import_file(source=source, path=SPREADSHEET, dry_run=False)
+    assert batch.counts["duplicate_suspect"] == 1
+    (suspect,) = batch.report["suspects"]
+    assert suspect["name"] == "José Núñez" and suspect["resembles"][0]["name"] == "Jose Nunes"
+    assert Patient.objects.filter(date_of_birth=dt.date(1994, 10, 4)).count() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"%PDF-1.4 binary", "not a text table"),
+        (b"just one line of prose without columns\n", "does not look like a table"),
+        (b"A,B\n1,2\n", "No column is mapped"),
+        (b"First Name,Last Name\nAna,Lopez\n", "Map the date of birth"),
+    ],
+)
+def test_unusable_files_are_refused_before_anything_is_written(source, tmp_path, content, message):
+    path = tmp_path / "upload.csv"
+    path.write_bytes(content)
+    with pytest.raises(UnreadableFile, match=message):
+        import_file(source=source, path=path, dry_run=False)
+    assert not Patient.objects.exists()
+
+
+@pytest.mark.django_db
+def test_windows_1252_semicolons_and_a_bom_are_read(source, tmp_path):
+    text = "Nom;Prénom;DOB\nMüller;Zoë;1970-01-02\n".replace("Nom", "Last Name").replace(
+        "Prénom", "First Name"
+    )
+    import_file(source=source, path=write(tmp_path, text, encoding="cp1252"), dry_run=False)
+    bom = write(tmp_path, "\ufeffFirst Name,Last Name,DOB\nAna,Lopez,03/04/1980\n", "b.csv")
+    import_file(source=source, path=bom, dry_run=False)
+    assert Patient.objects.get(last_name="Müller").first_name == "Zoë"
+    assert Patient.objects.get(last_name="Lopez").date_of_birth == dt.date(1980, 3, 4)
+
+
+@pytest.mark.django_db
+def test_the_command_prints_a_summary_and_exits_2_when_rows_were_rejected(austin, capsys):
+    with pytest.raises(SystemExit) as exited:
+        call_command(
+            "import_file",
+            str(SPREADSHEET),
+            "--source",
+            "Old spreadsheet",
+            "--location",
+            austin.slug,
+        )
+    assert exited.value.code == 2
+    out = capsys.readouterr()
+    assert "Imported riverside-old-spreadsheet.csv from Old spreadsheet: 7 new" in out.out
+    assert "line 8, DOB: date of birth is empty" in out.err
