@@ -1,6 +1,7 @@
 """Running an import of one file: the batch record, the audit entry, the report."""
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 from auditlog.models import LogEntry
@@ -35,10 +36,13 @@ def import_file(
     mapping: dict[str, str] | None = None,
     dry_run: bool,
     by=None,
+    started: Callable[[ImportBatch], None] | None = None,
 ) -> ImportBatch:
     """Dry-run or import one file; the batch holds counts and the report.
 
     Raises UnreadableFile (nothing written) when the file is not a usable table.
+    `started` is told the batch as soon as it exists, so a page can follow its
+    rows_done while the import runs.
     """
     file_name = file_name or path.name
     table = open_table(path, name=file_name)
@@ -55,6 +59,8 @@ def import_file(
         status=ImportBatch.Status.PREVIEW if dry_run else ImportBatch.Status.RUNNING,
         created_by=by,
     )
+    if started:
+        started(batch)
 
     def progress(rows: int) -> None:
         ImportBatch.objects.filter(pk=batch.pk).update(rows_done=rows)
