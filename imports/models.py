@@ -1,6 +1,9 @@
 """Import sources (with their saved column mapping), batches, and recall dates kept
 from the old tool for the side-by-side reconciliation."""
 
+import uuid
+from pathlib import Path
+
 from django.conf import settings
 from django.db import models
 
@@ -91,3 +94,44 @@ class SourceRecallDate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source}: due {self.due_date:%Y-%m-%d}"
+
+
+class ImportUpload(models.Model):
+    """A file uploaded on the import pages, carried through mapping → dry run → import.
+
+    The file itself sits outside the web root (MEDIA_ROOT/imports/<id>, never served)
+    until the import has read it; the headers and a few sample values are kept here
+    so the mapping page does not reread it. The dry run and the import are ordinary
+    batches.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    source = models.ForeignKey(ImportSource, on_delete=models.CASCADE, related_name="uploads")
+    file_name = models.CharField(max_length=255)
+    headers = models.JSONField(default=list)
+    samples = models.JSONField(default=list, help_text="Up to 3 values per column.")
+    mapping = models.JSONField(default=dict, blank=True)
+    preview = models.ForeignKey(
+        ImportBatch, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Rows in the file, counted by the dry run: the progress bar's 100 %.
+    total_rows = models.PositiveIntegerField(null=True, blank=True)
+    import_requested_at = models.DateTimeField(null=True, blank=True)
+    batch = models.ForeignKey(
+        ImportBatch, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    error = models.TextField(blank=True)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} for {self.source}"
+
+    @property
+    def path(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / "imports" / str(self.pk)

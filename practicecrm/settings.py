@@ -181,6 +181,9 @@ PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="US")
 # Imports (issue #5): largest file accepted, and how 03/01/2026 is read (MDY or DMY).
 IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=50 * 1024 * 1024)
 IMPORT_DATE_ORDER = env.str("IMPORT_DATE_ORDER", default="MDY")
+# Uploaded files (imports wait here until read). Never served: there is no MEDIA_URL
+# route, so a patient list uploaded for import cannot be fetched by its address.
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
 
 # --- Static files ---------------------------------------------------------------------
 STATIC_URL = "static/"
