@@ -114,6 +114,12 @@ class Report:
     suspects: list[dict] = field(default_factory=list)
     changes: list[dict] = field(default_factory=list)
 
+    def note(self, kind: str, line: int, column: str, reason: str) -> None:
+        """Keep the first REPORT_LIMIT of a kind; the counts hold the totals."""
+        found = getattr(self, kind)
+        if len(found) < REPORT_LIMIT:
+            found.append({"line": line, "column": column, "reason": reason})
+
     def as_dict(self) -> dict:
         return {
             "counts": dict(self.counts),
@@ -152,8 +158,9 @@ class Importer:
             fold(t.code): t for t in AppointmentType.objects.all()
         }
         self.providers = {fold(p.name): p for p in Provider.objects.all()}
-        # People created earlier in this run, by key: a file with one row per visit
-        # names the same person many times.
+        # People created by this chunk, by key: a file with one row per visit names
+        # the same person many times. Earlier chunks are already in the database
+        # (committed, or inside the dry run's transaction), so memory stays flat.
         self.created: dict[tuple, Patient] = {}
         self.today = today or timezone.localdate()
 
@@ -318,18 +325,18 @@ class Importer:
     # --- writing a chunk -----------------------------------------------------------
 
     def _chunk(self, rows: list[Row]) -> None:
+        self.created = {}
         good = []
         for row in rows:
             if row.errors:
                 self.report.counts["rejected"] += 1
                 for column, reason in row.errors:
-                    self.report.rejected.append(
-                        {"line": row.line, "column": column, "reason": reason}
-                    )
+                    self.report.note("rejected", row.line, column, reason)
             else:
                 good.append(row)
             for column, reason in row.warnings:
-                self.report.warnings.append({"line": row.line, "column": column, "reason": reason})
+                self.report.counts["warnings"] += 1
+                self.report.note("warnings", row.line, column, reason)
         matched = self._match(good)
         new: list[tuple[Row, Patient]] = []
         for row in good:
@@ -365,12 +372,15 @@ class Importer:
                     if row.external_id
                 ],
             )
+        recalls = []
         for row in good:
             patient = matched[row.line][0] or self.created[row.key]
             if row.appointment is not None:
                 self._appointment(row, patient)
             if row.next_recall is not None:
-                self._recall(row, patient)
+                recalls.append((row, patient))
+        if recalls:
+            self._recalls(recalls)
 
     def _match(self, rows: list[Row]) -> dict[int, tuple[Patient | None, str]]:
         """line → (the patient this row is, or None for a new one; how it matched)."""
@@ -401,7 +411,9 @@ class Importer:
                 result[row.line] = (same[0], "name and date of birth")
                 continue
             look_alikes = same or [p for p in by_dob[row.key[2]] if self._resembles(p, row)]
-            if look_alikes:
+            if look_alikes and len(self.report.suspects) >= REPORT_LIMIT:
+                result[row.line] = (None, "suspect")
+            elif look_alikes:
                 self.report.suspects.append(
                     {
                         "line": row.line,
@@ -420,7 +432,6 @@ class Importer:
         values = row.patient
         return bool(
             fold(patient.last_name) == fold(values["last_name"])
-            or fold(patient.first_name) == fold(values["first_name"])
             or (values.get("mobile_phone") and patient.mobile_phone == values["mobile_phone"])
             or (values.get("email") and patient.email.lower() == values["email"])
         )
@@ -474,46 +485,66 @@ class Importer:
                 appointment_changed(appointment=appointment, previous_status=previous)
         except (ValidationError, IntegrityError) as exc:
             reason = "; ".join(getattr(exc, "messages", [str(exc)]))
-            self.report.rejected.append(
-                {"line": row.line, "column": self._header("appointment_date"), "reason": reason}
-            )
+            self.report.note("rejected", row.line, self._header("appointment_date"), reason)
             self.report.counts["appointments_rejected"] += 1
             return
         self.report.counts["appointments_updated" if existing else "appointments_new"] += 1
 
-    def _recall(self, row: Row, patient: Patient) -> None:
-        """Keep the old tool's date for reconciliation; open a follow-up if none is."""
-        location = row.location or self.source.location
-        assert row.next_recall is not None
-        kept, created = SourceRecallDate.objects.get_or_create(
-            patient=patient,
-            source=self.source,
-            defaults={"location": location, "due_date": row.next_recall},
-        )
-        if not created and (kept.due_date, kept.location_id) != (row.next_recall, location.pk):
-            kept.due_date, kept.location = row.next_recall, location
-            kept.save()
+    def _recalls(self, rows: list[tuple[Row, Patient]]) -> None:
+        """Keep the old tool's dates for reconciliation; open a follow-up where none is.
+
+        One query for the chunk's kept dates, one bulk insert for the new ones.
+        """
+        kept = {
+            r.patient_id: r
+            for r in SourceRecallDate.objects.filter(
+                source=self.source, patient__in=[p.pk for _, p in rows]
+            )
+        }
+        new: dict[int, SourceRecallDate] = {}
+        for row, patient in rows:
+            location = row.location or self.source.location
+            assert row.next_recall is not None
+            current = kept.get(patient.pk) or new.get(patient.pk)
+            if current is None:
+                new[patient.pk] = SourceRecallDate(
+                    patient=patient, source=self.source, location=location, due_date=row.next_recall
+                )
+            elif (current.due_date, current.location_id) != (row.next_recall, location.pk):
+                current.due_date, current.location = row.next_recall, location
+                if current.pk:
+                    current.save()
+        SourceRecallDate.objects.bulk_create(new.values())
         recall_type = self.source.recall_type
         if recall_type is None:
             return
-        active = Followup.objects.filter(
-            patient=patient,
-            followup_type=recall_type,
-            status__in=[Followup.Status.OPEN, Followup.Status.CONTACTED, Followup.Status.SCHEDULED],
-        ).exists()
-        if not active:
-            from followups.services import followup_create
+        from followups.services import followup_create
 
+        active = set(
+            Followup.objects.filter(
+                patient__in=[p.pk for _, p in rows],
+                followup_type=recall_type,
+                status__in=[
+                    Followup.Status.OPEN,
+                    Followup.Status.CONTACTED,
+                    Followup.Status.SCHEDULED,
+                ],
+            ).values_list("patient_id", flat=True)
+        )
+        for row, patient in rows:
+            if patient.pk in active:
+                continue
+            assert row.next_recall is not None
             followup = followup_create(
                 patient=patient,
                 followup_type=recall_type,
-                location=location,
+                location=row.location or self.source.location,
                 due_date=row.next_recall,
                 reason=f"Next recall from {self.source.name}",
                 by=None,
             )
-            followup.source = Followup.Source.IMPORT
-            followup.save(update_fields=["source"])
+            Followup.objects.filter(pk=followup.pk).update(source=Followup.Source.IMPORT)
+            active.add(patient.pk)
             self.report.counts["recalls_opened"] += 1
 
 
