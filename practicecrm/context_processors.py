@@ -5,6 +5,7 @@ from functools import cached_property
 from django.http import HttpRequest
 
 from followups.selectors import can_read_rules
+from imports.selectors import can_import
 from locations.access import VIEW_REPORTS, locations_for
 from reminders.selectors import unread_reply_count
 
@@ -24,6 +25,10 @@ class Nav:
         # Managers read the setup of their locations; admins (who also hold
         # VIEW_REPORTS) change it.
         return locations_for(self.user, VIEW_REPORTS).exists()
+
+    @cached_property
+    def can_import(self) -> bool:
+        return can_import(user=self.user)
 
     @cached_property
     def unread_replies(self) -> int:

@@ -15,5 +15,6 @@ urlpatterns = [
     path("patients/", include("patients.urls")),
     path("followups/", include("followups.urls")),
     path("reminders/", include("reminders.urls")),
+    path("imports/", include("imports.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -12,6 +12,7 @@ A new URL pattern without a row here fails `test_it_covers_every_named_url`.
 """
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +20,14 @@ import pytest
 from auditlog.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.core import signing
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
+from django.test import override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from followups.models import CadenceRule, Followup, FollowupType
+from imports.models import ImportBatch, ImportSource, ImportUpload
 from locations.models import Location, Role
 from patients.models import Appointment, AppointmentType, Patient, Provider
 from reminders.models import (
@@ -95,6 +99,14 @@ reminders:templates         302>login   404         404         404         200 
 reminders:template_create   302>login   404         404         404         404         200/404
 reminders:template_edit     302>login   404         404         404         404         200/404
 reminders:template_reset    302>login   404         404         404         404         200/404
+imports:batches             302>login   404         404         404         200         200
+imports:upload              302>login   404         404         404         200         200
+imports:mapping             302>login   404         404         404         200/404     200/404
+imports:preview             302>login   404         404         404         200/404     200/404
+imports:confirm             405         405         405         405         405         405
+imports:progress            302>login   404         404         404         200/404     200/404
+imports:batch               302>login   404         404         404         200/404     200/404
+imports:report              302>login   404         404         404         200/404     200/404
 """
 
 # A valid form for each state-changing view. "302" (no target) means the change was
@@ -128,6 +140,9 @@ reminders:plan_edit         302>login   404         404         404         404 
 reminders:template_create   302>login   404         404         404         404         302/404
 reminders:template_edit     302>login   404         404         404         404         302/404
 reminders:template_reset    302>login   404         404         404         404         302/404
+imports:upload              302>login   404         404         404         302/200     302/200
+imports:mapping             302>login   404         404         404         302/404     302/404
+imports:confirm             302>login   404         404         404         302/404     302/404
 """
 
 # Where a `302>name` cell redirects to.
@@ -165,6 +180,12 @@ OBJECT_OF = {
     "reminders:template_create": "location",
     "reminders:template_edit": "template",
     "reminders:template_reset": "template",
+    "imports:mapping": "upload",
+    "imports:preview": "upload",
+    "imports:confirm": "upload",
+    "imports:progress": "upload",
+    "imports:batch": "batch",
+    "imports:report": "batch",
 }
 # Views that only read: they have no POST row.
 # Views that only take POST: a GET is refused (405) before anything is looked up.
@@ -176,6 +197,7 @@ POST_ONLY = {
     "followups:assign",
     "reminders:message_handled",
     "reminders:reply_read",
+    "imports:confirm",
 }
 READ_ONLY = {
     "patients:list",
@@ -187,6 +209,12 @@ READ_ONLY = {
     "reminders:plans",
     "reminders:templates",
     "reminders:messages",
+    # Imports (issue #5): the list, the dry run, the progress, a batch and its report.
+    "imports:batches",
+    "imports:preview",
+    "imports:progress",
+    "imports:batch",
+    "imports:report",
 }
 
 
@@ -247,6 +275,14 @@ class World:
     other_message: OutboundMessage
     own_reply: InboundMessage
     other_reply: InboundMessage
+    # Imports: a source per location, with an uploaded file already dry-run, and a
+    # finished import.
+    own_source: ImportSource
+    other_source: ImportSource
+    own_upload: ImportUpload
+    other_upload: ImportUpload
+    own_batch: ImportBatch
+    other_batch: ImportBatch
 
     @property
     def own_location(self) -> Location:
@@ -370,11 +406,51 @@ def make_template(location: Location) -> MessageTemplate:
     )
 
 
+IMPORT_CSV = 'Patient Name,DOB\n"Núñez, Zoë",1990-01-02\n'
+IMPORT_MAPPING = {"Patient Name": "full_name", "DOB": "date_of_birth"}
+
+
+def make_imports(north: Location, south: Location) -> dict[str, Any]:
+    """Per location: a source, an upload (its file on disk, dry-run once) and an import."""
+    made: dict[str, Any] = {}
+    for which, location in (("own", north), ("other", south)):
+        source = ImportSource.objects.create(
+            name=f"{location.name} sheet", system=f"{location.slug}-sheet", location=location
+        )
+        preview = ImportBatch.objects.create(
+            source=source, file_name="sheet.csv", sha256="0" * 64, size=1, mapping=IMPORT_MAPPING
+        )
+        upload = ImportUpload.objects.create(
+            source=source,
+            file_name="sheet.csv",
+            headers=list(IMPORT_MAPPING),
+            mapping=IMPORT_MAPPING,
+            preview=preview,
+            total_rows=1,
+        )
+        upload.path.parent.mkdir(parents=True, exist_ok=True)
+        upload.path.write_text(IMPORT_CSV, encoding="utf-8")
+        made[f"{which}_source"] = source
+        made[f"{which}_upload"] = upload
+        made[f"{which}_batch"] = ImportBatch.objects.create(
+            source=source,
+            file_name="sheet.csv",
+            sha256="0" * 64,
+            size=1,
+            dry_run=False,
+            status=ImportBatch.Status.DONE,
+            counts={"new": 1},
+            report={"rejected": [{"line": 3, "column": "DOB", "reason": "date of birth is empty"}]},
+        )
+    return made
+
+
 @pytest.fixture(scope="module")
-def world(django_db_setup, django_db_blocker):
+def world(django_db_setup, django_db_blocker, tmp_path_factory):
     """Built once for the module, like Django's setUpTestData: inside a transaction
     that is rolled back at the end, while each test runs in its own savepoint."""
-    with django_db_blocker.unblock(), transaction.atomic():
+    media = override_settings(MEDIA_ROOT=tmp_path_factory.mktemp("media"))
+    with django_db_blocker.unblock(), transaction.atomic(), media:
         north = LocationFactory(name="North Clinic", slug="north", time_zone="America/New_York")
         south = LocationFactory(name="South Clinic", slug="south", time_zone="America/Los_Angeles")
         visit = AppointmentTypeFactory(name="Hygiene", code="hygiene")
@@ -408,6 +484,7 @@ def world(django_db_setup, django_db_blocker):
             other_message=make_message(other_patient),
             own_reply=make_reply(own_patient),
             other_reply=make_reply(other_patient),
+            **make_imports(north, south),
         )
         transaction.set_rollback(True)
 
@@ -582,6 +659,15 @@ def post_body(view: str, world: World, which: str | None) -> dict:
         return {"location": target.home_location_id, "discharged_on": "2026-11-01"}
     if view in ("reminders:message_handled", "reminders:reply_read"):
         return {}
+    if view == "imports:upload":
+        # "other" names South's source, which the form does not offer.
+        source = world.own_source if which == "own" else world.other_source
+        upload = SimpleUploadedFile("sheet.csv", IMPORT_CSV.encode(), content_type="text/csv")
+        return {"source": source.pk, "file": upload}
+    if view == "imports:mapping":
+        return {"col_0": "full_name", "col_1": "date_of_birth"}
+    if view == "imports:confirm":
+        return {}
     raise AssertionError(f"no POST body for {view}")
 
 
@@ -596,6 +682,12 @@ def state(view: str, world: World, which: str | None):
         return target.appointments.count()
     if view == "followups:rule_create":
         return CadenceRule.objects.filter(name="Matrix rule").count()
+    if view == "imports:upload":
+        return ImportUpload.objects.count()
+    if view == "imports:mapping":
+        return ImportUpload.objects.get(pk=target.pk).preview_id
+    if view == "imports:confirm":
+        return ImportUpload.objects.get(pk=target.pk).import_requested_at
     if view == "followups:log_attempt":
         return target.attempts.count()
     if view == "followups:create":
@@ -683,7 +775,7 @@ def test_it_covers_every_named_url():
     missing = app_names - set(GET)
     assert not missing, f"add rows to GET_MATRIX for {sorted(missing)}"
     assert set(GET) <= names, "GET_MATRIX names a URL that no longer exists"
-    staff_apps = ("patients:", "followups:", "reminders:")
+    staff_apps = ("patients:", "followups:", "reminders:", "imports:")
     app_views = {name for name in app_names if name.startswith(staff_apps)}
     # Twilio's webhooks and the emailed unsubscribe link are not staff pages.
     app_views -= {"reminders:twilio_status", "reminders:twilio_inbound", "reminders:unsubscribe"}
@@ -718,7 +810,8 @@ def test_it_answers_404_for_another_locations_object(client, world, view, method
 @pytest.mark.parametrize("method", ["get", "post"])
 def test_it_answers_404_for_an_object_that_does_not_exist(client, world, view, method):
     world.login(client, "everything")
-    response = getattr(client, method)(reverse(view, args=[987654321]), {})
+    missing = uuid.UUID(int=987654321) if OBJECT_OF[view] == "upload" else 987654321
+    response = getattr(client, method)(reverse(view, args=[missing]), {})
     assert response.status_code == refused_status(view, method)
 
 
