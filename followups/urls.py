@@ -7,6 +7,7 @@ app_name = "followups"
 urlpatterns = [
     # --- Today worklist and follow-up actions
     path("today/", views.today, name="today"),
+    path("today/export/", views.today_export, name="export"),
     path("<int:pk>/attempt/", views.log_attempt, name="log_attempt"),
     path("<int:pk>/snooze/", views.snooze, name="snooze"),
     path("<int:pk>/dismiss/", views.dismiss, name="dismiss"),

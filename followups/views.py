@@ -6,12 +6,14 @@ a 404, through followups.selectors.followup_get.
 """
 
 import datetime as dt
+from collections.abc import Iterator
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -27,11 +29,12 @@ from followups.forms import (
     FollowupCreateForm,
     SnoozeForm,
 )
-from followups.models import CadenceRule, Followup
+from followups.models import CadenceRule, ContactAttempt, Followup
 from locations.access import CHANGE_PATIENTS, MANAGE_LOCATION, locations_for
 from locations.models import Location
 from patients.models import Patient
 from patients.selectors import patient_get, patient_locations, user_locations
+from practicecrm import exports
 from practicecrm.http import HtmxHttpRequest
 
 # --- Today worklist and follow-up actions -----------------------------------------
@@ -78,6 +81,18 @@ def _row_context(followup: Followup, *, can_act: bool) -> dict:
     }
 
 
+def _worklist_filters(request: HttpRequest, location: Location | None) -> selectors.WorklistFilters:
+    """Today's filters as the page reads them (the export reads them the same way)."""
+    assigned = request.GET.get("assigned", "")
+    return selectors.WorklistFilters(
+        location=location,
+        bucket=request.GET.get("bucket", ""),
+        followup_type_id=_int(request.GET.get("type")),
+        provider_id=_int(request.GET.get("provider")),
+        assigned_to_id=request.user.pk if assigned == "me" else _int(assigned),
+    )
+
+
 @require_safe
 @never_cache
 @login_required
@@ -87,13 +102,7 @@ def today(request: HtmxHttpRequest) -> HttpResponse:
         return render(request, "no_access.html")
     location = _pick_location(request, locations)
     assigned = request.GET.get("assigned", "")
-    filters = selectors.WorklistFilters(
-        location=location,
-        bucket=request.GET.get("bucket", ""),
-        followup_type_id=_int(request.GET.get("type")),
-        provider_id=_int(request.GET.get("provider")),
-        assigned_to_id=request.user.pk if assigned == "me" else _int(assigned),
-    )
+    filters = _worklist_filters(request, location)
     day = _today_at(location)
     rows = selectors.worklist(user=request.user, filters=filters, today=day)
     page = Paginator(rows, 25).get_page(request.GET.get("page"))
@@ -115,6 +124,103 @@ def today(request: HtmxHttpRequest) -> HttpResponse:
         **selectors.worklist_filter_choices(location_ids=location_ids),
     }
     return render(request, "followups/today.html", context)
+
+
+_EXPORT_HEADER = (
+    "Bucket",
+    "Due date",
+    "Follow-up",
+    "Status",
+    "Last name",
+    "First name",
+    "Date of birth",
+    "Location",
+    "Preferred channel",
+    "Consent",
+    "Phone",
+    "Email",
+    "Provider",
+    "Assigned to",
+    "Last attempt",
+    "Last outcome",
+    "Attempts",
+)
+_OUTCOMES = dict(ContactAttempt.Outcome.choices)
+
+
+def _consent_label(patient: Patient) -> str:
+    """The preferred channel's consent, worded as on the Today row."""
+    if patient.preferred_channel == Patient.PreferredChannel.SMS and patient.sms_opted_out_at:
+        return "Opted out"
+    consent = next(
+        (c for c in patient.consents.all() if c.channel == patient.preferred_channel), None
+    )
+    return consent.get_status_display() if consent else "No consent recorded"
+
+
+def _export_rows(rows: QuerySet[Followup]) -> Iterator[tuple]:
+    for f in rows.iterator(chunk_size=exports.CHUNK_SIZE):
+        patient, tz = f.patient, f.location.tz
+        attempted = getattr(f, "last_attempt_at", None)
+        provider = f.source_appointment.provider if f.source_appointment else None
+        assigned = f.assigned_to
+        yield (
+            selectors.BUCKET_LABELS.get(f.bucket, f.bucket),  # type: ignore[attr-defined]
+            f.due_date.isoformat(),
+            f.followup_type.name,
+            f.get_status_display(),
+            patient.last_name,
+            patient.first_name,
+            patient.date_of_birth.isoformat() if patient.date_of_birth else "",
+            f.location.name,
+            patient.get_preferred_channel_display(),
+            _consent_label(patient),
+            patient.mobile_phone or patient.home_phone,
+            patient.email,
+            str(provider) if provider else "",
+            (assigned.get_full_name() or assigned.username) if assigned else "",
+            # In the follow-up's location's time zone, as the page shows it.
+            f"{attempted.astimezone(tz):%Y-%m-%d %H:%M %Z}" if attempted else "",
+            _OUTCOMES.get(getattr(f, "last_attempt_outcome", "") or "", ""),
+            getattr(f, "attempt_count", None) or 0,
+        )
+
+
+@require_safe
+@never_cache
+@login_required
+def today_export(request: HttpRequest) -> HttpResponseBase:
+    """The Today worklist as CSV or XLSX: the same bucket and filters, all pages."""
+    locations = user_locations(user=request.user)
+    if not locations:
+        return render(request, "no_access.html")
+    fmt = exports.export_format(request)
+    if fmt is None:
+        return exports.bad_format()
+    location = _pick_location(request, locations)
+    filters = _worklist_filters(request, location)
+    day = _today_at(location)
+    rows = selectors.worklist(user=request.user, filters=filters, today=day)
+    bucket = filters.bucket if filters.bucket in selectors.BUCKETS else ""
+    return exports.export_response(
+        request,
+        fmt=fmt,
+        name=f"worklist-{bucket or 'to-contact'}",
+        title="the Today worklist",
+        view="followups:today",
+        model=Followup,
+        filters={
+            "bucket": bucket or "to contact",
+            "location": location.name if location else "",
+            "type": filters.followup_type_id,
+            "provider": filters.provider_id,
+            "assigned": request.GET.get("assigned", ""),
+            "day": day.isoformat(),
+        },
+        count=rows.count(),
+        header=_EXPORT_HEADER,
+        rows=_export_rows(rows),
+    )
 
 
 def _back(request: HttpRequest, followup: Followup) -> HttpResponse:

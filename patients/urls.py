@@ -6,6 +6,7 @@ app_name = "patients"
 
 urlpatterns = [
     path("", views.patient_list, name="list"),
+    path("export/", views.patient_export, name="export"),
     path("new/", views.patient_create, name="create"),
     path("<int:pk>/", views.patient_detail, name="detail"),
     path("<int:pk>/timeline/", views.patient_timeline, name="timeline"),

@@ -5,12 +5,14 @@ Each view: access rule (decorators) → `*_get` selector that 404s → form → 
 """
 
 import datetime as dt
+from collections.abc import Iterator
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
@@ -23,6 +25,7 @@ from locations.models import Location
 from patients import selectors, services
 from patients.forms import AppointmentForm, HouseholdForm, PatientForm, PreferencesForm
 from patients.models import Appointment, Patient
+from practicecrm import exports
 from practicecrm.audit import log_access
 from practicecrm.http import HtmxHttpRequest
 from reminders.selectors import patient_messages
@@ -51,16 +54,22 @@ def _viewed(request: HttpRequest, patient: Patient) -> Patient:
     return patient
 
 
-@require_safe
-@never_cache
-@login_required
-def patient_list(request: HtmxHttpRequest) -> HttpResponse:
+def _list_filters(request: HttpRequest) -> tuple[list[Location], Location | None, str, str]:
+    """The patient list's filters as the page reads them: locations, location, q, status."""
     locations = selectors.user_locations(user=request.user)
     location = next((loc for loc in locations if str(loc.pk) == request.GET.get("location")), None)
     query = request.GET.get("q", "").strip()
     status = request.GET.get("status", "")
     if status not in Patient.Status.values:
         status = ""
+    return locations, location, query, status
+
+
+@require_safe
+@never_cache
+@login_required
+def patient_list(request: HtmxHttpRequest) -> HttpResponse:
+    locations, location, query, status = _list_filters(request)
     patients = selectors.patient_list(
         user=request.user, query=query, location=location, status=status
     )
@@ -76,6 +85,63 @@ def patient_list(request: HtmxHttpRequest) -> HttpResponse:
     }
     template = "patients/_patient_results.html" if request.htmx else "patients/patient_list.html"
     return render(request, template, context)
+
+
+_EXPORT_HEADER = (
+    "Last name",
+    "First name",
+    "Preferred name",
+    "Date of birth",
+    "Mobile phone",
+    "Email",
+    "Preferred channel",
+    "Do not contact",
+    "Home location",
+    "Status",
+)
+
+
+def _export_rows(patients: QuerySet[Patient]) -> Iterator[tuple]:
+    # The columns of the list page; no internal ids (the page shows no MRN either).
+    for p in patients.iterator(chunk_size=exports.CHUNK_SIZE):
+        yield (
+            p.last_name,
+            p.first_name,
+            p.preferred_name if p.preferred_name != p.first_name else "",
+            p.date_of_birth.isoformat() if p.date_of_birth else "",
+            p.mobile_phone,
+            p.email,
+            p.get_preferred_channel_display(),
+            "Yes" if p.do_not_contact else "",
+            p.home_location.name,
+            p.get_status_display(),
+        )
+
+
+@require_safe
+@never_cache
+@login_required
+def patient_export(request: HttpRequest) -> HttpResponseBase:
+    """The patient list as CSV or XLSX: the same search and filters, every page."""
+    fmt = exports.export_format(request)
+    if fmt is None:
+        return exports.bad_format()
+    _locations, location, query, status = _list_filters(request)
+    patients = selectors.patient_list(
+        user=request.user, query=query, location=location, status=status
+    )
+    return exports.export_response(
+        request,
+        fmt=fmt,
+        name="patients",
+        title="the patient list",
+        view="patients:list",
+        model=Patient,
+        filters={"q": query, "location": location.name if location else "", "status": status},
+        count=patients.count(),
+        header=_EXPORT_HEADER,
+        rows=_export_rows(patients),
+    )
 
 
 @require_safe

@@ -5,11 +5,15 @@ Access: reading needs VIEW_PATIENTS at the message's location; "Mark handled" an
 404, through reminders.selectors.message_get / reply_get.
 """
 
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -19,8 +23,10 @@ from django.views.decorators.http import require_POST, require_safe
 from locations.access import CHANGE_PATIENTS, locations_for
 from locations.models import Location
 from patients.selectors import user_locations
+from practicecrm import exports
 from practicecrm.http import HtmxHttpRequest
 from reminders import selectors, staff_services
+from reminders.models import InboundMessage, OutboundMessage
 
 # The same key as Today's picker: a location chosen on one page holds on the other.
 _SESSION_LOCATION = "worklist_location"
@@ -33,6 +39,11 @@ def _pick_location(request: HttpRequest, locations: list[Location]) -> Location 
     return next((loc for loc in locations if str(loc.pk) == chosen), None)
 
 
+def _tab(request: HttpRequest) -> str:
+    tab = request.GET.get("tab", "")
+    return tab if tab in selectors.TABS else "queue"
+
+
 @require_safe
 @never_cache
 @login_required
@@ -41,9 +52,7 @@ def message_list(request: HtmxHttpRequest) -> HttpResponse:
     if not locations:
         return render(request, "no_access.html")
     location = _pick_location(request, locations)
-    tab = request.GET.get("tab", "")
-    if tab not in selectors.TABS:
-        tab = "queue"
+    tab = _tab(request)
     now = timezone.now()
     # Tabs count within the location, and within the filters that apply to them.
     outbox, filterset = selectors.outbox_base(
@@ -73,6 +82,117 @@ def message_list(request: HtmxHttpRequest) -> HttpResponse:
         ),
     }
     return render(request, "reminders/message_list.html", context)
+
+
+_OUTBOX_HEADER = (
+    "When",
+    "Sent or scheduled",
+    "Location",
+    "Last name",
+    "First name",
+    "Household recipient",
+    "Kind",
+    "Channel",
+    "To",
+    "Status",
+    "Note",
+    "Handled",
+)
+_REPLIES_HEADER = ("Received", "Location", "From", "Patients", "Message", "Note", "Read")
+
+
+def _local(when: dt.datetime | None, location: Location | None) -> str:
+    """A time as the page shows it: in the location's zone (the practice's without one)."""
+    if when is None:
+        return ""
+    local = when.astimezone(location.tz) if location else timezone.localtime(when)
+    return f"{local:%Y-%m-%d %H:%M %Z}"
+
+
+def _outbox_rows(rows: QuerySet[OutboundMessage]) -> Iterator[tuple]:
+    # The message text stays out (minimum necessary): the page opens it on demand.
+    for m in rows.iterator(chunk_size=exports.CHUNK_SIZE):
+        household = m.recipient if m.recipient_id and m.recipient_id != m.patient_id else None
+        yield (
+            _local(selectors.message_when(m), m.location),
+            "sent" if m.sent_at else "scheduled",
+            m.location.name,
+            m.patient.last_name,
+            m.patient.first_name,
+            household.first_name if household else "",
+            m.get_kind_display(),
+            m.get_channel_display(),
+            m.to,
+            m.get_status_display(),
+            selectors.status_note(m),
+            _local(m.handled_at, m.location),
+        )
+
+
+def _reply_rows(rows: QuerySet[InboundMessage]) -> Iterator[tuple]:
+    for r in rows.iterator(chunk_size=exports.CHUNK_SIZE):
+        yield (
+            _local(r.received_at, r.location),
+            r.location.name if r.location else "",
+            r.from_number,
+            # Only the patients the user may see, as on the page.
+            "; ".join(f"{p.last_name}, {p.first_name}" for p in r.visible_patients),  # type: ignore[attr-defined]
+            r.body,
+            r.note,
+            "Read" if r.read_at else "Unread",
+        )
+
+
+@require_safe
+@never_cache
+@login_required
+def message_export(request: HttpRequest) -> HttpResponseBase:
+    """The Messages page as CSV or XLSX: the same tab, location and filters, all pages."""
+    locations = user_locations(user=request.user)
+    if not locations:
+        return render(request, "no_access.html")
+    fmt = exports.export_format(request)
+    if fmt is None:
+        return exports.bad_format()
+    location = _pick_location(request, locations)
+    tab = _tab(request)
+    filters: dict[str, Any] = {"tab": tab, "location": location.name if location else ""}
+    if tab == "replies":
+        replies = selectors.reply_list(
+            user=request.user, qs=selectors.replies_base(user=request.user, location=location)
+        )
+        return exports.export_response(
+            request,
+            fmt=fmt,
+            name="replies",
+            title="the patients' replies",
+            view="reminders:messages",
+            model=InboundMessage,
+            filters=filters,
+            count=replies.count(),
+            header=_REPLIES_HEADER,
+            rows=_reply_rows(replies),
+        )
+    outbox, filterset = selectors.outbox_base(
+        user=request.user, locations=locations, location=location, data=request.GET
+    )
+    here = [location] if location else locations
+    rows = selectors.outbox_tab(outbox, tab=tab, locations=here, now=timezone.now())
+    # The filters the page applied, as it read them (a bad date is ignored there too).
+    applied = filterset.form.cleaned_data if filterset.form.is_valid() else {}
+    filters |= {name: str(value) for name, value in applied.items() if value not in (None, "")}
+    return exports.export_response(
+        request,
+        fmt=fmt,
+        name=f"outbox-{tab}",
+        title="the outbox",
+        view="reminders:messages",
+        model=OutboundMessage,
+        filters=filters,
+        count=rows.count(),
+        header=_OUTBOX_HEADER,
+        rows=_outbox_rows(rows),
+    )
 
 
 def _back(request: HttpRequest) -> HttpResponse:

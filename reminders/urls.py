@@ -10,6 +10,7 @@ urlpatterns = [
     path("unsubscribe/<str:token>/", views.unsubscribe, name="unsubscribe"),
     # --- What staff see: the Messages page and its two actions
     path("messages/", staff_views.message_list, name="messages"),
+    path("messages/export/", staff_views.message_export, name="messages_export"),
     path("messages/<int:pk>/handled/", staff_views.message_handled, name="message_handled"),
     path("replies/<int:pk>/read/", staff_views.reply_read, name="reply_read"),
     # --- Outreach setup: location rules, reminder schedules, recall plans, templates

@@ -63,6 +63,7 @@ login                       200         302>home    302>home    302>home    302>
 logout                      405         405         405         405         405         405
 admin:index                 302>alogin  302>alogin  302>alogin  302>alogin  302>alogin  200
 patients:list               302>login   200         200         200         200         200
+patients:export             302>login   200         200         200         200         200
 patients:create             302>login   404         200         404         200         200
 patients:detail             302>login   404         200/404     200/404     200/404     200/404
 patients:timeline           302>login   404         200/404     200/404     200/404     200/404
@@ -72,6 +73,7 @@ patients:household          302>login   404         200/404     404         200/
 patients:appointment_create 302>login   404         200/404     404         200/404     200/404
 patients:appointment_edit   302>login   404         200/404     404         200/404     200/404
 followups:today             302>login   200         200         200         200         200
+followups:export            302>login   200         200         200         200         200
 followups:log_attempt       405         405         405/405     405/405     405/405     405/405
 followups:snooze            405         405         405/405     405/405     405/405     405/405
 followups:dismiss           405         405         405/405     405/405     405/405     405/405
@@ -84,6 +86,7 @@ reminders:twilio_status     405         405         405         405         405 
 reminders:twilio_inbound    405         405         405         405         405         405
 reminders:unsubscribe       200         200         200         200         200         200
 reminders:messages          302>login   200         200         200         200         200
+reminders:messages_export   302>login   200         200         200         200         200
 reminders:message_handled   405         405         405/405     405/405     405/405     405/405
 reminders:reply_read        405         405         405/405     405/405     405/405     405/405
 followups:rule_create       302>login   404         404         404         404         200
@@ -209,6 +212,10 @@ READ_ONLY = {
     "reminders:plans",
     "reminders:templates",
     "reminders:messages",
+    # Exports (issue #5): the list pages' answers, as a file.
+    "patients:export",
+    "followups:export",
+    "reminders:messages_export",
     # Imports (issue #5): the list, the dry run, the progress, a batch and its report.
     "imports:batches",
     "imports:preview",
