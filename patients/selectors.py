@@ -19,24 +19,34 @@ from patients.models import Appointment, Channel, Household, Patient
 from patients.search import parse_query
 
 
-def patients_visible_to(user, perm: str = VIEW_PATIENTS) -> QuerySet[Patient]:
+def patients_visible_to(
+    user, perm: str = VIEW_PATIENTS, *, include_merged: bool = False
+) -> QuerySet[Patient]:
     """Patients whose home location, or a location they are shared with, grants `perm`.
 
     Written as two subqueries rather than a join so that the result needs no
     DISTINCT and stays one indexed query however many locations the user holds.
+    A duplicate merged into another record (patients.merge) is history, not a
+    patient: it is left out unless `include_merged`.
     """
     location_ids = locations_for(user, perm).values("pk")
     shared = Patient.shared_with.through.objects.filter(location_id__in=location_ids).values(
         "patient_id"
     )
-    return Patient.objects.filter(Q(home_location_id__in=location_ids) | Q(pk__in=shared))
+    visible = Patient.objects.filter(Q(home_location_id__in=location_ids) | Q(pk__in=shared))
+    return visible if include_merged else visible.filter(merged_into__isnull=True)
 
 
 def patient_list(
-    *, user, query: str = "", location: Location | None = None, status: str = ""
+    *,
+    user,
+    query: str = "",
+    location: Location | None = None,
+    status: str = "",
+    perm: str = VIEW_PATIENTS,
 ) -> QuerySet[Patient]:
     """The patient list and search box: name fragments, phone in any format, or DOB."""
-    qs = patients_visible_to(user).select_related("home_location")
+    qs = patients_visible_to(user, perm).select_related("home_location")
     if location is not None:
         shared_here = Patient.shared_with.through.objects.filter(location=location)
         qs = qs.filter(Q(home_location=location) | Q(pk__in=shared_here.values("patient_id")))
@@ -67,6 +77,23 @@ def patient_get(*, user, pk: int, perm: str = VIEW_PATIENTS) -> Patient:
     if patient is None:
         raise Http404("No such patient.")
     return patient
+
+
+def patient_merged_survivor(*, user, pk: int) -> Patient | None:
+    """Where a merged record's old address leads: the survivor, if the user may see it.
+
+    The merged record must have been visible to the user too, so its id confirms
+    nothing about other locations.
+    """
+    merged = (
+        patients_visible_to(user, include_merged=True)
+        .filter(pk=pk, merged_into__isnull=False)
+        .values_list("merged_into_id", flat=True)
+        .first()
+    )
+    if merged is None:
+        return None
+    return patients_visible_to(user).filter(pk=merged).first()
 
 
 def patient_detail_context(*, patient: Patient, user) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from patients import views
+from patients import merge_views, views
 
 app_name = "patients"
 
@@ -13,6 +13,7 @@ urlpatterns = [
     path("<int:pk>/edit/", views.patient_edit, name="edit"),
     path("<int:pk>/preferences/", views.patient_preferences, name="preferences"),
     path("<int:pk>/household/", views.patient_household, name="household"),
+    path("<int:pk>/merge/", merge_views.patient_merge_view, name="merge"),
     path("<int:pk>/appointments/new/", views.appointment_create, name="appointment_create"),
     path("appointments/<int:pk>/edit/", views.appointment_edit, name="appointment_edit"),
 ]

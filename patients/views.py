@@ -148,7 +148,15 @@ def patient_export(request: HttpRequest) -> HttpResponseBase:
 @never_cache
 @login_required
 def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    patient = selectors.patient_get(user=request.user, pk=pk)
+    try:
+        patient = selectors.patient_get(user=request.user, pk=pk)
+    except Http404:
+        # A merged duplicate's old address (bookmarks, old links) leads to the survivor.
+        survivor = selectors.patient_merged_survivor(user=request.user, pk=pk)
+        if survivor is None:
+            raise
+        messages.info(request, f"Record #{pk} was merged into this one.")
+        return redirect(survivor)
     log_access(patient)
     timeline, next_cursor = selectors.patient_timeline(patient=patient)
     can_edit = selectors.patients_visible_to(request.user, CHANGE_PATIENTS).filter(pk=pk).exists()

@@ -31,6 +31,7 @@ def register_models() -> None:
     from guardian.models import UserObjectPermission
 
     from followups.models import CadenceRule, ContactAttempt, Discharge, Followup, FollowupType
+    from imports.models import ImportSource
     from locations.models import Location, LocationGrant
     from patients.models import (
         Appointment,
@@ -41,7 +42,6 @@ def register_models() -> None:
         Patient,
         Provider,
     )
-    from imports.models import ImportSource
     from reminders.models import MessageTemplate, OutreachPlan, ReminderSchedule
 
     auditlog.register(Location)

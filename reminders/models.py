@@ -173,6 +173,7 @@ class OutboundMessage(models.Model):
         FAILED = "failed", "Failed"
         SHADOW = "shadow", "Recorded (shadow mode)"
         CANCELLED = "cancelled", "Cancelled"
+        MERGED = "merged", "Sent with the family's message"
 
     idempotency_key = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=24, choices=Kind.choices)
@@ -211,6 +212,10 @@ class OutboundMessage(models.Model):
     # Failures a person should look at (carrier blocked, unreachable after retries),
     # until someone marks them handled on the Messages page.
     needs_attention = models.BooleanField(default=False)
+    # Household grouping: the message this one went out inside (status "merged").
+    merged_into = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="merged"
+    )
     handled_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -36,8 +36,11 @@ from reminders.models import (
 from reminders.templating import render
 
 Status = OutboundMessage.Status
-# Rows planning may still change: nobody has claimed them for sending.
-PENDING = [Status.PLANNED, Status.SUPPRESSED]
+# Rows planning may still change: nobody has claimed them for sending. A cancelled
+# row comes back if its visit is restored or its follow-up reopened.
+PENDING = [Status.PLANNED, Status.SUPPRESSED, Status.CANCELLED]
+HELD = (Status.SUPPRESSED, Status.CANCELLED)
+FALLBACK = ":email-fallback"
 DEFAULT_APPOINTMENT_STEPS = [
     {"minutes_before": 7 * 24 * 60, "channel": StepChannel.EMAIL},
     {"minutes_before": 2 * 24 * 60, "channel": StepChannel.SMS},
@@ -240,6 +243,12 @@ def _write(
     return row
 
 
+def _leftovers(pending: dict[str, OutboundMessage]) -> list[OutboundMessage]:
+    """Pending rows no step claimed — but not email fallbacks, which stand in for an
+    SMS the number could not take and are cancelled only with their visit."""
+    return [row for step, row in pending.items() if not step.endswith(FALLBACK)]
+
+
 def _cancel(rows, reason: str) -> None:
     for row in rows:
         OutboundMessage.objects.filter(pk=row.pk, status__in=PENDING).update(
@@ -271,12 +280,14 @@ def appointment_replan(appointment: Appointment, *, now: dt.datetime | None = No
     for step in appointment_steps(appointment):
         minutes, spec = step["minutes_before"], step["channel"]
         step_id = f"{minutes}m:{spec}"
-        key = f"appt:{appointment.pk}:{appointment.start:%Y%m%dT%H%MZ}:{step_id}"
+        key = f"appt:{appointment.pk}:{appointment.start.astimezone(dt.UTC):%Y%m%dT%H%MZ}:{step_id}"
         row: OutboundMessage | None = pending.pop(step_id, None)
         if key in done:
+            # Went out for this very visit time (moved away and back): once is enough.
+            _cancel([row] if row else [], "Already sent for this appointment time")
             continue
         at = appointment.start - dt.timedelta(minutes=minutes)
-        if at < now and (row is None or row.status == Status.SUPPRESSED):
+        if at < now and (row is None or row.status in HELD):
             # Booked after this step's time, or held back until it passed: never late.
             continue
         _write(
@@ -292,7 +303,7 @@ def appointment_replan(appointment: Appointment, *, now: dt.datetime | None = No
             latest=appointment.start,
             appointment=appointment,
         )
-    _cancel(pending.values(), "No longer in the reminder schedule")
+    _cancel(_leftovers(pending), "No longer in the reminder schedule")
 
 
 @transaction.atomic
@@ -326,12 +337,13 @@ def followup_replan(followup: Followup, *, now: dt.datetime | None = None) -> No
         key = f"recall:{followup.pk}:{followup.due_date:%Y%m%d}:{step_id}"
         row = pending.pop(step_id, None)
         if key in done:
+            _cancel([row] if row else [], "Already sent for this due date")
             continue
         day = followup.due_date + dt.timedelta(days=days)
         if followup.snoozed_until and day < start_day:
             day = start_day
         at = dt.datetime.combine(day, RECALL_SEND_TIME, tzinfo=location.tz).astimezone(dt.UTC)
-        if at < now and (row is None or row.status == Status.SUPPRESSED):
+        if at < now and (row is None or row.status in HELD):
             continue  # a step whose day passed (e.g. while booked) is not sent late
         _write(
             row,
@@ -345,7 +357,7 @@ def followup_replan(followup: Followup, *, now: dt.datetime | None = None) -> No
             spec=spec,
             followup=followup,
         )
-    _cancel(pending.values(), "No longer in the outreach plan")
+    _cancel(_leftovers(pending), "No longer in the outreach plan")
 
 
 def patient_replan(patient: Patient, *, now: dt.datetime | None = None) -> None:

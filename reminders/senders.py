@@ -123,18 +123,22 @@ class TwilioSmsSender:
         """The message Twilio holds with exactly this body to `to` from `sender`, if any.
 
         For a row whose send was interrupted: found means Twilio took it (do not
-        send again), None means it never arrived (safe to send). Twilio filters by
-        the date it sent the message, so only ask about sends at least a few
-        minutes old; sids in `exclude` belong to other rows already.
+        send again), None means it never arrived (safe to send). Twilio's date
+        filter is on the date *sent*, which a message still queued or accepted in
+        Twilio's queue does not have yet — so the list is not date-filtered there;
+        the creation time is compared here, and a queued message counts as found.
+        Sids in `exclude` belong to other rows already.
         """
         service = sender.startswith("MG")
-        # The SDK writes the datetime as given with a "Z": it must be in UTC.
-        filters = {"to": to, "date_sent_after": since.astimezone(dt.UTC)}
+        filters = {"to": to}
         if not service:
             filters["from_"] = sender  # a service picks its own number: match its sid
+        since = since.astimezone(dt.UTC)
         try:
-            # Oldest first, so of two identical sends the first is this row's.
-            candidates = reversed(self.client.messages.list(**filters, page_size=100, limit=1000))
+            # Newest first from Twilio; one patient's number has few messages. Then
+            # oldest first, so of two identical sends the first is this row's.
+            recent = self.client.messages.list(**filters, page_size=100, limit=500)
+            candidates = reversed([m for m in recent if m.date_created and m.date_created >= since])
             for message in candidates:
                 if (
                     message.body == body

@@ -50,12 +50,22 @@ def dispatch_due(*, now: dt.datetime | None = None, limit: int = 500) -> list[in
 
     now = now or timezone.now()
     with transaction.atomic():
-        ids = list(
+        due = list(
             OutboundMessage.objects.select_for_update(skip_locked=True)
             .filter(status=Status.PLANNED, scheduled_for__lte=now)
             .order_by("scheduled_for", "id")
-            .values_list("pk", flat=True)[:limit]
+            .values_list("pk", "recipient_id", "kind", "channel")[:limit]
         )
+        # One send per recipient, kind and channel at a time: the family's other rows
+        # wait for the next run, by which time that send has folded them in (household
+        # grouping) or the cap decides about them.
+        groups: set[tuple] = set()
+        ids = []
+        for pk, recipient_id, kind, channel in due:
+            group = (recipient_id, kind, channel)
+            if recipient_id is None or kind in TRANSACTIONAL or group not in groups:
+                groups.add(group)
+                ids.append(pk)
         OutboundMessage.objects.filter(pk__in=ids, status=Status.PLANNED).update(
             status=Status.QUEUED, updated_at=now
         )
@@ -295,7 +305,7 @@ def _merge_household(
             recipient_id=message.recipient_id,
             kind=message.kind,
             channel=message.channel,
-            status=Status.PLANNED,
+            status__in=[Status.PLANNED, Status.QUEUED],
             scheduled_for__lt=local_day_end,
         )
         .exclude(patient_id=message.patient_id)
@@ -315,8 +325,12 @@ def _merge_household(
     if not siblings:
         return names, _when(message)
     recipient_name = message.recipient.first_name if message.recipient else ""
-    OutboundMessage.objects.filter(pk__in=[s.pk for s in siblings], status=Status.PLANNED).update(
-        status=Status.SUPPRESSED,
+    # A queued sibling's own send task then finds it "merged" and does nothing.
+    OutboundMessage.objects.filter(
+        pk__in=[s.pk for s in siblings], status__in=[Status.PLANNED, Status.QUEUED]
+    ).update(
+        status=Status.MERGED,
+        merged_into=message,
         reason=f"Household: sent together in one message to {recipient_name}",
         updated_at=now,
     )
@@ -360,7 +374,9 @@ def _failed(message: OutboundMessage, exc: SendError) -> str:
     if exc.ambiguous:
         # Twilio may have taken it: stay "sending" until reconciliation has asked
         # Twilio (reminders.reconcile, every 5 minutes, for rows quiet for 10).
-        OutboundMessage.objects.filter(pk=message.pk, status=Status.SENDING).update(
+        OutboundMessage.objects.filter(
+            pk=message.pk, status=Status.SENDING, attempts=message.attempts
+        ).update(
             reason="No clear answer from the provider; checking before any resend",
             updated_at=timezone.now(),
             **fields,
@@ -435,11 +451,22 @@ def _email_fallback(message: OutboundMessage) -> None:
 
 
 def _finish(message: OutboundMessage, *, status: str, **fields) -> str:
-    """Leave "sending" — only from "sending", so a late duplicate cannot overwrite."""
-    OutboundMessage.objects.filter(pk=message.pk, status=Status.SENDING).update(
-        status=status, updated_at=timezone.now(), **fields
-    )
+    """Leave "sending" — only from "sending" and only by the attempt that claimed it,
+    so neither a late duplicate nor a worker that stalled past reconciliation can
+    overwrite a newer attempt."""
+    moved = OutboundMessage.objects.filter(
+        pk=message.pk, status=Status.SENDING, attempts=message.attempts
+    ).update(status=status, updated_at=timezone.now(), **fields)
+    if moved and status not in (Status.SENT, Status.SHADOW):
+        _release_merged(message)
     return status
+
+
+def _release_merged(message: OutboundMessage) -> None:
+    """The family's rows folded into a message that did not go out wait again."""
+    OutboundMessage.objects.filter(merged_into=message, status=Status.MERGED).update(
+        status=Status.PLANNED, merged_into=None, reason="", updated_at=timezone.now()
+    )
 
 
 def sending_stale(*, older_than: dt.timedelta = dt.timedelta(minutes=10)):
@@ -506,6 +533,11 @@ def message_status_update(*, provider_id: str, provider_status: str, error_code:
         elif error_code in UNUSABLE_CODES:
             for number in rows.values_list("to", flat=True):
                 _flag_number(number, unusable=f"Twilio {error_code}: {UNUSABLE_CODES[error_code]}")
+            failed = list(rows.select_related("patient", "recipient", "location"))
+            moved = rows.update(**fields)
+            for message in failed:
+                _email_fallback(message)
+            return bool(moved)
         else:
             fields["needs_attention"] = True
     return bool(rows.update(**fields))
@@ -532,6 +564,17 @@ def inbound_receive(*, provider_id: str, from_number: str, to_number: str, body:
     word = body.strip().upper()
     patients = list(Patient.objects.filter(mobile_phone=from_number))
     location = Location.objects.filter(sms_from_number=to_number).first()
+    if location is None:
+        # Sent through a messaging service: the number is one of its pool. The
+        # location is the one that last texted this patient from it.
+        last = (
+            OutboundMessage.objects.filter(to=from_number, channel=OutboundMessage.Channel.SMS)
+            .exclude(sent_at=None)
+            .select_related("location")
+            .order_by("-sent_at")
+            .first()
+        )
+        location = last.location if last else None
     inbound = InboundMessage(
         provider_id=provider_id,
         from_number=from_number,

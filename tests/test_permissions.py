@@ -70,6 +70,7 @@ patients:timeline           302>login   404         200/404     200/404     200/
 patients:edit               302>login   404         200/404     404         200/404     200/404
 patients:preferences        302>login   404         200/404     404         200/404     200/404
 patients:household          302>login   404         200/404     404         200/404     200/404
+patients:merge              302>login   404         200/404     404         200/404     200/404
 patients:appointment_create 302>login   404         200/404     404         200/404     200/404
 patients:appointment_edit   302>login   404         200/404     404         200/404     200/404
 followups:today             302>login   200         200         200         200         200
@@ -122,6 +123,7 @@ patients:create             302>login   404         302/200     404         302/
 patients:edit               302>login   404         302/404     404         302/404     302/404
 patients:preferences        302>login   404         302/404     404         302/404     302/404
 patients:household          302>login   404         302/404     404         302/404     302/404
+patients:merge              302>login   404         302/404     404         302/404     302/404
 patients:appointment_create 302>login   404         302/404     404         302/404     302/404
 patients:appointment_edit   302>login   404         302/404     404         302/404     302/404
 followups:rule_create       302>login   404         404         404         404         302/200
@@ -164,6 +166,7 @@ OBJECT_OF = {
     "patients:edit": "patient",
     "patients:preferences": "patient",
     "patients:household": "patient",
+    "patients:merge": "patient",
     "patients:appointment_create": "patient",
     "patients:appointment_edit": "appointment",
     "followups:rule_edit": "rule",
@@ -591,6 +594,10 @@ def post_body(view: str, world: World, which: str | None) -> dict:
         return PREFERENCES
     if view == "patients:household":
         return {"create": "1"}
+    if view == "patients:merge":
+        # A second record at North to merge into the target, which survives.
+        duplicate = PatientFactory(home_location=world.north, last_name="Duplicate")
+        return {"other": duplicate.pk, "survivor": target.pk}
     if view == "patients:appointment_create":
         return {
             "location": target.home_location_id,
@@ -687,6 +694,8 @@ def state(view: str, world: World, which: str | None):
         return Patient.objects.filter(last_name="Newcomer").count()
     if view == "patients:appointment_create":
         return target.appointments.count()
+    if view == "patients:merge":
+        return target.merged_records.count()
     if view == "followups:rule_create":
         return CadenceRule.objects.filter(name="Matrix rule").count()
     if view == "imports:upload":

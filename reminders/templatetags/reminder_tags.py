@@ -18,6 +18,7 @@ _BADGES: dict[str, str] = {
     Status.SUPPRESSED: "badge-muted",
     Status.CANCELLED: "badge-cancelled",
     Status.SHADOW: "badge-muted",
+    Status.MERGED: "badge-ok",
 }
 
 

@@ -305,8 +305,56 @@ def test_a_family_gets_one_message_for_two_childrens_visits_the_same_day(clinic)
     first.refresh_from_db()
     second.refresh_from_db()
     assert "Leo & Ines" in first.body
-    assert second.status == Status.SUPPRESSED
+    assert (second.status, second.merged_into) == (Status.MERGED, first)
     assert second.reason == "Household: sent together in one message to Maria"
+    # Replanning (any save of Ines) never revives a merged row.
+    kids[1].save()
+    second.refresh_from_db()
+    assert second.status == Status.MERGED
+
+
+@pytest.fixture
+def family(clinic):
+    parent = reachable(clinic, first_name="Maria")
+    household = household_create(patient=parent)
+    kids = [
+        PatientFactory(home_location=clinic, first_name=name, mobile_phone="")
+        for name in ("Leo", "Ines")
+    ]
+    for kid in kids:
+        household_set(patient=kid, household=household, is_primary=False)
+    return parent, kids
+
+
+@pytest.mark.django_db
+def test_siblings_due_the_same_minute_still_go_as_one_message(family):
+    _, kids = family
+    visits = [book(kid, soon(5, 15, 0)) for kid in kids]  # same time: same due minute
+    first, second = (rows(appointment=v, step="2880m:sms")[0] for v in visits)
+    at = first.scheduled_for
+    claimed = dispatch_due(now=at)
+    assert len(claimed) == 1  # one send per recipient at a time
+    message_send(message_id=claimed[0], now=at)
+    assert dispatch_due(now=at) == []  # the other was folded in, not left to the cap
+    statuses = sorted(
+        OutboundMessage.objects.filter(pk__in=[first.pk, second.pk]).values_list(
+            "status", flat=True
+        )
+    )
+    assert statuses == [Status.MERGED, Status.SENT]
+
+
+@pytest.mark.django_db
+def test_a_family_message_that_fails_gives_the_other_rows_back(family, settings):
+    settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = "AC" + "0" * 32, "t"
+    settings.TWILIO_API_BASE_URL = "http://127.0.0.1:9"  # nothing listens: retry later
+    _, kids = family
+    visits = [book(kid, soon(5, 15, 30 * i)) for i, kid in enumerate(kids)]
+    first, second = (rows(appointment=v, step="2880m:sms")[0] for v in visits)
+    dispatch_due(now=first.scheduled_for)
+    assert message_send(message_id=first.pk, now=first.scheduled_for) == Status.PLANNED
+    second.refresh_from_db()
+    assert (second.status, second.merged_into) == (Status.PLANNED, None)
 
 
 # --- recalls -------------------------------------------------------------------------------
@@ -375,3 +423,52 @@ def test_recall_outreach_can_be_refused_by_sms_while_reminders_are_accepted(ana,
 def test_steps_whose_day_has_passed_are_not_sent_late(ana, recall_rule):
     followup = recall(ana, recall_rule, timezone.localdate() - dt.timedelta(days=3))
     assert [m.step for m in rows(followup=followup)] == ["14d:sms"]
+
+
+@pytest.mark.django_db
+def test_a_cancelled_visit_that_is_restored_gets_its_reminders_back(ana):
+    visit = book(ana, soon(10))
+    visit.status = Appointment.Status.CANCELLED
+    appointment_save(appointment=visit, by=None)
+    assert {m.status for m in rows(appointment=visit)} == {Status.CANCELLED}
+    visit.status = Appointment.Status.SCHEDULED
+    appointment_save(appointment=visit, by=None)
+    assert {m.status for m in rows(appointment=visit)} == {Status.PLANNED}
+
+
+@pytest.mark.django_db
+def test_moving_a_visit_away_and_back_sends_each_reminder_once(ana):
+    visit = book(ana, soon(10))
+    sms = rows(appointment=visit, step="2880m:sms")[0]
+    OutboundMessage.objects.filter(pk=sms.pk).update(status=Status.SENT)
+    original = visit.start
+    visit.start, visit.end = soon(24), soon(24) + dt.timedelta(minutes=45)
+    appointment_save(appointment=visit, by=None)
+    visit.start, visit.end = original, original + dt.timedelta(minutes=45)
+    appointment_save(appointment=visit, by=None)
+    two_day = rows(appointment=visit, step="2880m:sms")
+    assert [m.status for m in two_day if m.status != Status.CANCELLED] == [Status.SENT]
+
+
+@pytest.mark.django_db
+def test_an_email_fallback_survives_replanning(ana):
+    visit = book(ana, soon(10))
+    sms = rows(appointment=visit, step="2880m:sms")[0]
+    OutboundMessage.objects.filter(pk=sms.pk).update(status=Status.FAILED)
+    fallback = OutboundMessage.objects.create(
+        idempotency_key=f"{sms.idempotency_key}:email-fallback",
+        kind=sms.kind,
+        channel="email",
+        step=f"{sms.step}:email-fallback",
+        patient=ana,
+        recipient=ana,
+        location=sms.location,
+        appointment=visit,
+        to=ana.email,
+        sender="x@example.com",
+        body="b",
+        scheduled_for=sms.scheduled_for,
+    )
+    appointment_replan(visit)
+    fallback.refresh_from_db()
+    assert fallback.status == Status.PLANNED
