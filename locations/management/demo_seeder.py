@@ -1006,7 +1006,7 @@ class DemoSeeder:
             unreachable = rng.random() < 0.04
             rows.append(
                 OutboundMessage(
-                    idempotency_key=f"appt:{appointment.pk}:{appointment.start:%Y%m%dT%H%MZ}:2880m:sms",
+                    idempotency_key=f"appt:{appointment.pk}:{appointment.start.astimezone(dt.UTC):%Y%m%dT%H%MZ}:2880m:sms",
                     kind="appointment_reminder",
                     channel="sms",
                     step="2880m:sms",
