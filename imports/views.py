@@ -74,6 +74,11 @@ def _report_context(request: HttpRequest, batch: ImportBatch) -> dict:
     }
 
 
+def _only(sources) -> int | None:
+    pks = list(sources.values_list("pk", flat=True)[:2])
+    return pks[0] if len(pks) == 1 else None
+
+
 # --- the steps ---------------------------------------------------------------------
 
 
@@ -88,7 +93,8 @@ def upload(request: HttpRequest) -> HttpResponse:
         request.FILES or None,
         sources=sources,
         locations=selectors.import_locations(user=request.user),
-        initial={"source": request.GET.get("source")},
+        # The usual case is next week's file from the one source there is.
+        initial={"source": request.GET.get("source") or _only(sources)},
     )
     if request.method == "POST" and form.is_valid():
         try:
