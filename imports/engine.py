@@ -39,9 +39,11 @@ from imports.parsing import (
     split_name,
 )
 from imports.readers import Table
+from locations.access import CHANGE_PATIENTS, locations_for
 from locations.models import Location
 from patients.models import Appointment, AppointmentType, ExternalIdentifier, Patient, Provider
 from patients.search import fold
+from patients.selectors import patients_visible_to
 from practicecrm.audit import bulk_create_audited
 
 CHUNK = 1000
@@ -142,7 +144,11 @@ class Importer:
         dry_run: bool,
         today: dt.date | None = None,
         progress: Callable[[int], None] | None = None,
+        user=None,
     ) -> None:
+        # With a user (the web pages), rows reach only the patients and locations
+        # that user may change; the nightly command runs as the system, for all.
+        self.user = user
         self.source = source
         self.dry_run = dry_run
         self.progress = progress
@@ -190,7 +196,8 @@ class Importer:
         where = self.column.get(target)
         if where is None or where[0] >= len(cells):
             return ""
-        return cells[where[0]].strip()
+        # PostgreSQL text cannot hold NUL; no one types one, so it is dropped.
+        return cells[where[0]].replace("\x00", "").strip()
 
     def _header(self, target: str) -> str:
         return self.column[target][1] if target in self.column else FIELDS[target][0]
@@ -236,7 +243,11 @@ class Importer:
             warn("email", f"{exc}; left empty")
         for target in ("preferred_name", "address_line1", "city", "region", "postal_code"):
             if value := get(target):
-                row.patient[target] = value[:200]
+                limit = getattr(Patient._meta.get_field(target), "max_length", None) or 200
+                if len(value) > limit:
+                    warn(target, f"is longer than {limit} characters; left as it was")
+                else:
+                    row.patient[target] = value
         if raw := get("language"):
             if code := LANGUAGES.get(fold(raw)):
                 row.patient["language"] = code
@@ -314,9 +325,20 @@ class Importer:
             "location": location,
         }
 
+    def _allowed_locations(self):
+        if self.user is None:
+            return Location.objects.all()
+        return locations_for(self.user, CHANGE_PATIENTS)
+
+    def _patients(self):
+        """Who a row may match: never a merged duplicate, never beyond the user's reach."""
+        if self.user is None:
+            return Patient.objects.filter(merged_into__isnull=True)
+        return patients_visible_to(self.user, CHANGE_PATIENTS)
+
     def _locations(self) -> dict[str, Location]:
         found: dict[str, Location] = {}
-        for location in Location.objects.all():
+        for location in self._allowed_locations():
             for name in (location.name, location.slug, location.city):
                 if name:
                     found.setdefault(fold(name), location)
@@ -338,12 +360,31 @@ class Importer:
                 self.report.counts["warnings"] += 1
                 self.report.note("warnings", row.line, column, reason)
         matched = self._match(good)
+        for row in [r for r in good if matched[r.line][1] == "out of reach"]:
+            good.remove(row)
+            self.report.counts["rejected"] += 1
+            self.report.note(
+                "rejected",
+                row.line,
+                self._header("external_id"),
+                f"“{row.external_id}” is a patient you cannot change here (another location)",
+            )
         new: list[tuple[Row, Patient]] = []
+        new_by_external: dict[str, Patient] = {}
         for row in good:
             patient, how = matched[row.line]
             if patient is None:
+                # Named again in this chunk (one row per visit): _match could not know,
+                # as nobody here is written yet; a second record would also break the
+                # one-external-id-per-system constraint and lose the whole chunk.
+                patient = new_by_external.get(row.external_id) or self.created.get(row.key)
+                if patient is not None:
+                    matched[row.line] = (patient, "earlier row")
+            if patient is None:
                 patient = self._new_patient(row)
                 self.created[row.key] = patient
+                if row.external_id:
+                    new_by_external[row.external_id] = patient
                 new.append((row, patient))
                 self.report.counts["duplicate_suspect" if how == "suspect" else "new"] += 1
             elif patient.pk is None:
@@ -384,22 +425,27 @@ class Importer:
 
     def _match(self, rows: list[Row]) -> dict[int, tuple[Patient | None, str]]:
         """line → (the patient this row is, or None for a new one; how it matched)."""
+        known = ExternalIdentifier.objects.filter(
+            system=self.source.system, value__in={r.external_id for r in rows if r.external_id}
+        )
         by_external = {
             e.value: e.patient
-            for e in ExternalIdentifier.objects.filter(
-                system=self.source.system,
-                value__in={r.external_id for r in rows if r.external_id},
-            ).select_related("patient")
+            for e in known.filter(patient__in=self._patients()).select_related("patient")
         }
+        # An id the source gave a patient this user cannot change (or a merged one).
+        out_of_reach = set(known.values_list("value", flat=True)) - set(by_external)
         dobs = {r.patient["date_of_birth"] for r in rows}
         by_key: dict[tuple, list[Patient]] = defaultdict(list)
         by_dob: dict[dt.date, list[Patient]] = defaultdict(list)
-        for patient in Patient.objects.filter(date_of_birth__in=dobs):
+        for patient in self._patients().filter(date_of_birth__in=dobs):
             key = (fold(patient.first_name), fold(patient.last_name), patient.date_of_birth)
             by_key[key].append(patient)
             by_dob[patient.date_of_birth].append(patient)
         result: dict[int, tuple[Patient | None, str]] = {}
         for row in rows:
+            if row.external_id in out_of_reach:
+                result[row.line] = (None, "out of reach")
+                continue
             if row.external_id and row.external_id in by_external:
                 result[row.line] = (by_external[row.external_id], "external id")
                 continue
@@ -462,6 +508,15 @@ class Importer:
             existing = Appointment.objects.filter(
                 external_system=self.source.system, external_id=external_id
             ).first()
+            if existing is not None and existing.patient_id != patient.pk:
+                self.report.note(
+                    "rejected",
+                    row.line,
+                    self._header("appointment_id"),
+                    f"appointment “{external_id}” belongs to another patient",
+                )
+                self.report.counts["appointments_rejected"] += 1
+                return
         if existing is None:
             existing = Appointment.objects.filter(
                 patient=patient, location=data["location"], start=data["start"]

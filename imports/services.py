@@ -71,6 +71,7 @@ def import_file(
         mapping=mapping,
         dry_run=dry_run,
         progress=None if dry_run else progress,
+        user=by if getattr(by, "is_authenticated", False) else None,
     )
     report = importer.run(table)
     batch.counts = dict(report.counts)

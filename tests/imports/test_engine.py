@@ -183,3 +183,29 @@ def test_the_command_prints_a_summary_and_exits_2_when_rows_were_rejected(austin
     out = capsys.readouterr()
     assert "Imported riverside-old-spreadsheet.csv from Old spreadsheet: 7 new" in out.out
     assert "line 8, DOB: date of birth is empty" in out.err
+
+
+@pytest.mark.django_db
+def test_from_the_web_rows_reach_only_what_the_importer_may_change(source, austin, tmp_path):
+    from locations.models import Role
+    from tests.factories import staff
+
+    denver = LocationFactory(name="Hillcrest Dental — Denver", slug="denver", city="Denver")
+    theirs = PatientFactory(
+        home_location=denver,
+        first_name="Amara",
+        last_name="Okafor",
+        date_of_birth=dt.date(1987, 2, 17),
+        mobile_phone="+15125550100",
+    )
+    ExternalIdentifier.objects.create(patient=theirs, system="old-spreadsheet", value="RD-1002")
+    manager = staff(Role.PRACTICE_MANAGER, austin, username="austin-manager")
+    batch = import_file(source=source, path=SPREADSHEET, dry_run=False, by=manager)
+    reasons = {r["line"]: r["reason"] for r in batch.report["rejected"]}
+    assert "another location" in reasons[3]  # RD-1002 is Denver's patient
+    theirs.refresh_from_db()
+    assert theirs.mobile_phone == "+15125550100"  # untouched
+    moved = SPREADSHEET.read_text().replace(",Austin,06/01/2026", ",Denver,06/01/2026")
+    batch = import_file(source=source, path=write(tmp_path, moved), dry_run=True, by=manager)
+    reasons = {r["line"]: r["reason"] for r in batch.report["rejected"]}
+    assert reasons[6].startswith("“Denver” is not one of the locations")
