@@ -1,6 +1,6 @@
 from django.urls import path
 
-from imports import views
+from imports import reconciliation_views, views
 
 app_name = "imports"
 
@@ -13,4 +13,9 @@ urlpatterns = [
     path("upload/<uuid:pk>/progress/", views.progress, name="progress"),
     path("batch/<int:pk>/", views.batch, name="batch"),
     path("batch/<int:pk>/report.csv", views.report, name="report"),
+    path(
+        "reconciliation/",
+        reconciliation_views.reconciliation_report,
+        name="reconciliation",
+    ),
 ]

@@ -111,6 +111,7 @@ imports:confirm             405         405         405         405         405 
 imports:progress            302>login   404         404         404         200/404     200/404
 imports:batch               302>login   404         404         404         200/404     200/404
 imports:report              302>login   404         404         404         200/404     200/404
+imports:reconciliation      302>login   404         404         404         200         200
 """
 
 # A valid form for each state-changing view. "302" (no target) means the change was
@@ -225,6 +226,9 @@ READ_ONLY = {
     "imports:progress",
     "imports:batch",
     "imports:report",
+    # The side-by-side reconciliation: another location (?location=) is a 404,
+    # tested in tests/imports/test_reconciliation.py.
+    "imports:reconciliation",
 }
 
 
