@@ -30,7 +30,7 @@ install: $(STAMP)
 run: setup demo serve
 
 setup: install
-	@mkdir -p var/celery/queue var/celery/processed
+	@mkdir -p var/celery/queue var/celery/processed var/celery/control
 	@$(PY) manage.py migrate --noinput -v0
 	@$(PY) manage.py collectstatic --noinput -v0
 
