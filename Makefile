@@ -80,6 +80,8 @@ BENCH_REDIS_URL ?= redis://127.0.0.1:6379/9
 bench: install
 	DATABASE_URL=$${BENCH_DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$(BENCH_REDIS_URL) \
 	  $(PY) benchmarks/dispatch.py
+	DATABASE_URL=$${BENCH_DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$(BENCH_REDIS_URL) \
+	  $(PY) benchmarks/imports.py
 
 clean:
 	rm -rf $(VENV) var staticfiles
