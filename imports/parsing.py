@@ -56,7 +56,8 @@ def parse_time(text: str) -> dt.time:
     if not value:
         raise CellError("is empty")
     if re.fullmatch(r"0?\.\d+|0", text.strip()):
-        minutes = round(float(text) * 24 * 60)
+        # The stripped text: str.strip() drops separators (\x1f…) that float() refuses.
+        minutes = round(float(text.strip()) * 24 * 60)
         return dt.time(minutes // 60 % 24, minutes % 60)
     for fmt in ("%H:%M", "%H:%M:%S", "%I:%M %p", "%I:%M%p", "%I %p", "%I%p"):
         try:
