@@ -398,7 +398,7 @@ def _flag_number(number: str, *, opted_out: bool = False, unusable: str = "") ->
     from practicecrm.audit import system_actor
 
     with system_actor():
-        for patient in Patient.objects.filter(mobile_phone=number):
+        for patient in Patient.objects.filter(mobile_phone=number, merged_into__isnull=True):
             if opted_out and patient.sms_opted_out_at is None:
                 patient.sms_opted_out_at = timezone.now()
             elif unusable:
@@ -562,7 +562,7 @@ def inbound_receive(*, provider_id: str, from_number: str, to_number: str, body:
     if existing is not None:
         return existing
     word = body.strip().upper()
-    patients = list(Patient.objects.filter(mobile_phone=from_number))
+    patients = list(Patient.objects.filter(mobile_phone=from_number, merged_into__isnull=True))
     location = Location.objects.filter(sms_from_number=to_number).first()
     if location is None:
         # Sent through a messaging service: the number is one of its pool. The

@@ -11,6 +11,7 @@ from imports.models import ImportSource, SourceRecallDate
 from imports.readers import UnreadableFile
 from imports.services import import_file
 from patients.models import Appointment, ExternalIdentifier, Patient
+from reminders.models import OutboundMessage
 from tests.factories import (
     AppointmentTypeFactory,
     FollowupTypeFactory,
@@ -119,6 +120,9 @@ def test_the_scheduler_export_matches_by_the_sources_ids_and_moves_appointments(
     assert again.counts["appointments_unchanged"] == 3
     visit.refresh_from_db()
     assert visit.start.astimezone(austin.tz).date() == dt.date(2026, 12, 11)
+    # Its reminders moved with it (planned through the same signals as staff edits).
+    two_hours = OutboundMessage.objects.get(appointment=visit, step="120m:sms")
+    assert two_hours.scheduled_for == visit.start - dt.timedelta(hours=2)
 
 
 @pytest.mark.django_db
