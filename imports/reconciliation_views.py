@@ -70,13 +70,14 @@ def reconciliation_report(request: HttpRequest) -> HttpResponse:
     source = _get_source(request, sources)
     days = _days(request)
     today = dt.datetime.now(tz=location.tz).date()
+    horizon = today + dt.timedelta(days=days)
     context: dict = {
         "locations": locations,
         "location": location,
         "sources": sources,
         "source": source,
         "days": days,
-        "today": today,
+        "horizon": horizon,
         "lists": reconciliation.LISTS,
         "far_apart_days": reconciliation.FAR_APART.days,
     }
@@ -86,7 +87,7 @@ def reconciliation_report(request: HttpRequest) -> HttpResponse:
         user=request.user,
         source=source,
         location=location,
-        horizon=today + dt.timedelta(days=days),
+        horizon=horizon,
     )
     show = request.GET.get("show", "")
     show = show if show in reconciliation.LISTS else "both"
