@@ -455,10 +455,16 @@ def run(
     bundle: Bundle,
     dry_run: bool,
     progress: Callable[[int], None] | None = None,
+    user=None,
 ) -> Report:
     """Import converted rows with the same rules as a spreadsheet; FHIR notes added."""
     importer = FhirImporter(
-        source=source, headers=HEADERS, mapping=MAPPING, dry_run=dry_run, progress=progress
+        source=source,
+        headers=HEADERS,
+        mapping=MAPPING,
+        dry_run=dry_run,
+        progress=progress,
+        user=user,
     )
     report = importer.run_bundle(bundle)
     report.counts.update(bundle.counts)
@@ -510,7 +516,12 @@ def import_fhir_bundle(
         ImportBatch.objects.filter(pk=batch.pk).update(rows_done=rows)
 
     report = run(
-        source=source, bundle=bundle, dry_run=dry_run, progress=None if dry_run else progress
+        source=source,
+        bundle=bundle,
+        dry_run=dry_run,
+        progress=None if dry_run else progress,
+        # As import_file: a person reaches only the patients they may change.
+        user=by if getattr(by, "is_authenticated", False) else None,
     )
     batch.counts = dict(report.counts)
     batch.report = report.as_dict()
