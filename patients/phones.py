@@ -65,6 +65,8 @@ def phone_search_digits(e164: str) -> str:
     """Digit strings a stored number can be found by: with and without country code."""
     if not e164:
         return ""
-    number = phonenumbers.parse(e164, None)
-    national = str(number.national_number)
+    if len(e164) == 12 and e164.startswith("+1"):
+        national = e164[2:]  # North America: +1 and ten digits, no parsing needed
+    else:
+        national = str(phonenumbers.parse(e164, None).national_number)
     return f"{e164.lstrip('+')} {national}"

@@ -356,3 +356,29 @@ def test_it_offers_no_way_to_delete_a_staff_account_in_the_admin(client, north):
     response = client.post(reverse("admin:auth_user_delete", args=[victim.pk]), {"post": "yes"})
     assert response.status_code == 403
     assert type(victim).objects.filter(pk=victim.pk).exists()
+
+
+@pytest.mark.django_db
+def test_bulk_create_diffs_equal_auditlogs_own_for_every_registered_model():
+    """The bulk helper's fast path writes exactly what a single save would."""
+    from auditlog.diff import model_instance_diff
+
+    from practicecrm.audit import _create_diffs
+    from tests.factories import (
+        AppointmentFactory,
+        ChannelConsentFactory,
+        FollowupFactory,
+        PatientFactory,
+    )
+
+    patient = PatientFactory(preferred_name="Pepe", do_not_contact=True)
+    for obj in (
+        patient,
+        ChannelConsentFactory(patient=patient),
+        AppointmentFactory(patient=patient),
+        FollowupFactory(patient=patient, location=patient.home_location),
+        patient.home_location,
+    ):
+        (fast,) = _create_diffs(type(obj), [obj])
+        slow = model_instance_diff(None, obj)
+        assert fast == slow, type(obj).__name__
