@@ -371,6 +371,14 @@ class Importer:
             )
         new: list[tuple[Row, Patient]] = []
         new_by_external: dict[str, Patient] = {}
+        links: list[ExternalIdentifier] = []
+        # Patients that already hold an id of this source are not given a second one.
+        linked = set(
+            ExternalIdentifier.objects.filter(
+                system=self.source.system,
+                patient__in=[p.pk for p, _ in matched.values() if p is not None and p.pk],
+            ).values_list("patient_id", flat=True)
+        )
         for row in good:
             patient, how = matched[row.line]
             if patient is None:
@@ -392,8 +400,19 @@ class Importer:
                 self.report.counts["unchanged"] += 1
             else:
                 changes = self._fill(patient, row)
+                if row.external_id and how != "external id" and patient.pk not in linked:
+                    # Found by name and birth date: remember the source's id for it, so
+                    # next week's file finds this record even after a name change.
+                    changes[f"id in {self.source.name}"] = ["", row.external_id]
+                    links.append(
+                        ExternalIdentifier(
+                            patient=patient, system=self.source.system, value=row.external_id
+                        )
+                    )
+                    linked.add(patient.pk)
                 if changes:
-                    patient.save()
+                    if set(changes) & set(PATIENT_FIELDS):
+                        patient.save()
                     self.report.counts["updated"] += 1
                     if len(self.report.changes) < SAMPLE_LIMIT:
                         self.report.changes.append(
@@ -413,6 +432,8 @@ class Importer:
                     if row.external_id
                 ],
             )
+        if links:
+            bulk_create_audited(ExternalIdentifier, links)
         recalls = []
         for row in good:
             patient = matched[row.line][0] or self.created[row.key]

@@ -213,3 +213,21 @@ def test_from_the_web_rows_reach_only_what_the_importer_may_change(source, austi
     batch = import_file(source=source, path=write(tmp_path, moved), dry_run=True, by=manager)
     reasons = {r["line"]: r["reason"] for r in batch.report["rejected"]}
     assert reasons[6].startswith("“Denver” is not one of the locations")
+
+
+@pytest.mark.django_db
+def test_a_patient_found_by_name_and_birth_date_keeps_the_sources_id(source, austin):
+    jose = PatientFactory(
+        home_location=austin,
+        first_name="José",
+        last_name="Núñez",
+        date_of_birth=dt.date(1994, 10, 4),
+        mobile_phone="+12105550185",
+        email="nunez.jose@example.net",
+    )
+    first = import_file(source=source, path=SPREADSHEET, dry_run=False)
+    assert first.counts["updated"] == 1 and first.counts["new"] == 6
+    assert first.report["changes"][0]["changes"] == {"id in Old spreadsheet": ["", "RD-1001"]}
+    assert ExternalIdentifier.objects.get(patient=jose, system="old-spreadsheet").value == "RD-1001"
+    again = import_file(source=source, path=SPREADSHEET, dry_run=False)
+    assert again.counts["unchanged"] == 7
