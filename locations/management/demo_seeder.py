@@ -248,6 +248,7 @@ class DemoSeeder:
         followups = followups_backfill(patient_ids=[plan.patient.pk for plan in plans])
         attempts = self._work_the_lists(plans, followups)
         messages = self._outreach(plans)
+        self._import_sources()
 
         counts: Counter[str] = Counter(
             locations=len(self.sites),
@@ -956,6 +957,19 @@ class DemoSeeder:
         return appointment.start.date()  # start is built in the location's zone
 
     # --- follow-ups ----------------------------------------------------------------------
+
+    def _import_sources(self) -> None:
+        """The old tool the Austin office keeps beside PracticeCRM (imports/demo/*.csv)."""
+        from imports.models import ImportSource
+
+        for site in self.sites.values():
+            if site.location.slug == "riverside-austin":
+                ImportSource.objects.create(
+                    name="Riverside recall spreadsheet",
+                    system="riverside-sheet",
+                    location=site.location,
+                    recall_type=FollowupType.objects.filter(code="hygiene-recall").first(),
+                )
 
     def _outreach(self, plans: list[PatientPlan]) -> Counter[str]:
         """Reminder configuration, what went out last fortnight, and what is planned.
