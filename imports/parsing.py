@@ -83,7 +83,7 @@ def parse_phone(text: str) -> str:
     try:
         return normalize_phone(text)
     except InvalidPhone as exc:
-        raise CellError(f"“{text}” is not a valid phone number ({exc})") from exc
+        raise CellError(str(exc).rstrip(".")) from exc
 
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

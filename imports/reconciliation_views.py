@@ -22,10 +22,18 @@ MAX_DAYS = 366
 
 
 def _get_location_for_user(request: HttpRequest, locations: list[Location]) -> Location:
-    """The ?location= the user may report on (404 otherwise); the first by default."""
+    """The ?location= the user may report on (404 otherwise); by default the one
+    imported into last."""
     wanted = request.GET.get("location", "")
     if not wanted:
-        return locations[0]
+        # Where the user last imported from an old tool, else the first location.
+        latest = (
+            ImportBatch.objects.filter(source__location__in=locations, dry_run=False)
+            .order_by("-created_at")
+            .values_list("source__location_id", flat=True)
+            .first()
+        )
+        return next((loc for loc in locations if loc.pk == latest), locations[0])
     found = next((loc for loc in locations if str(loc.pk) == wanted), None)
     if found is None:
         raise Http404("No such location among yours.")
