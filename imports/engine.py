@@ -24,6 +24,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from followups.models import Followup
@@ -159,6 +160,9 @@ class Importer:
             if (target := mapping.get(header)) in FIELDS
         }
         self.report = Report()
+        # A calendar export has visits and names but no birth dates: it can only add
+        # visits to people already on file, found by their exact name at the location.
+        self.by_name_only = "date_of_birth" not in self.column
         self.locations = self._locations()
         self.types = {fold(t.name): t for t in AppointmentType.objects.all()} | {
             fold(t.code): t for t in AppointmentType.objects.all()
@@ -223,13 +227,14 @@ class Importer:
         if not last:
             fail("last_name" if "last_name" in self.column else "full_name", "no last name")
         row.patient.update(first_name=first[:100], last_name=last[:100])
-        try:
-            dob = parse_date(get("date_of_birth"))
-            if dob > self.today:
-                fail("date_of_birth", f"“{get('date_of_birth')}” is in the future")
-            row.patient["date_of_birth"] = dob
-        except CellError as exc:
-            fail("date_of_birth", f"date of birth {exc}")
+        if not self.by_name_only:
+            try:
+                dob = parse_date(get("date_of_birth"))
+                if dob > self.today:
+                    fail("date_of_birth", f"“{get('date_of_birth')}” is in the future")
+                row.patient["date_of_birth"] = dob
+            except CellError as exc:
+                fail("date_of_birth", f"date of birth {exc}")
         for target in ("mobile_phone", "home_phone"):
             try:
                 if value := parse_phone(get(target)):
@@ -359,6 +364,9 @@ class Importer:
             for column, reason in row.warnings:
                 self.report.counts["warnings"] += 1
                 self.report.note("warnings", row.line, column, reason)
+        if self.by_name_only:
+            self._visits_by_name(good)
+            return
         matched = self._match(good)
         for row in [r for r in good if matched[r.line][1] == "out of reach"]:
             good.remove(row)
@@ -443,6 +451,39 @@ class Importer:
                 recalls.append((row, patient))
         if recalls:
             self._recalls(recalls)
+
+    def _visits_by_name(self, rows: list[Row]) -> None:
+        """Appointments of a file without birth dates, for patients found by name."""
+        for row in rows:
+            first, last = row.patient["first_name"], row.patient["last_name"]
+            location = (row.appointment or {}).get("location") or self.source.location
+            wanted = (fold(first), fold(last))
+            same = [
+                p
+                for p in self._patients()
+                .filter(search_name__contains=fold(last))
+                .filter(Q(home_location=location) | Q(shared_with=location))
+                .distinct()
+                if (fold(p.first_name), fold(p.last_name)) == wanted
+                or (fold(p.preferred_name), fold(p.last_name)) == wanted
+            ]
+            name = f"{first} {last}"
+            if len(same) != 1:
+                self.report.counts["rejected"] += 1
+                self.report.note(
+                    "rejected",
+                    row.line,
+                    self._header("full_name" if "full_name" in self.column else "last_name"),
+                    f"no patient named “{name}” at {location}; add them first, "
+                    "or import a file with dates of birth"
+                    if not same
+                    else f"{len(same)} patients are named “{name}” at {location}; "
+                    "a date-of-birth column tells them apart",
+                )
+                continue
+            self.report.counts["unchanged"] += 1
+            if row.appointment is not None:
+                self._appointment(row, same[0])
 
     def _match(self, rows: list[Row]) -> dict[int, tuple[Patient | None, str]]:
         """line → (the patient this row is, or None for a new one; how it matched)."""

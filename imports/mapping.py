@@ -23,7 +23,10 @@ FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
             "pt id",
         ),
     ),
-    "full_name": ("Full name", ("name", "patient", "patient name", "full name", "client")),
+    "full_name": (
+        "Full name",
+        ("name", "patient", "patient name", "full name", "client", "subject", "title"),
+    ),
     "first_name": ("First name", ("first name", "first", "given name", "fname", "forename")),
     "last_name": ("Last name", ("last name", "last", "surname", "family name", "lname")),
     "preferred_name": ("Preferred name", ("preferred name", "nickname", "goes by")),
@@ -69,7 +72,16 @@ FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "appointment_end": ("Appointment end time", ("end time", "end", "finish", "appt end")),
     "appointment_type": (
         "Appointment type",
-        ("type", "appt type", "appointment type", "procedure", "service", "visit type", "reason"),
+        (
+            "type",
+            "appt type",
+            "appointment type",
+            "procedure",
+            "service",
+            "visit type",
+            "reason",
+            "description",
+        ),
     ),
     "appointment_status": ("Appointment status", ("status", "appt status", "appointment status")),
     "provider": (
@@ -122,7 +134,7 @@ def problems(mapping: dict[str, str]) -> list[str]:
         found.append("No column is mapped to anything PracticeCRM holds.")
     elif not has_name:
         found.append("Map a full-name column, or both first and last name.")
-    if targets and "date_of_birth" not in targets:
+    if targets and "date_of_birth" not in targets and "appointment_date" not in targets:
         found.append("Map the date of birth: it is how people are told apart.")
     if "appointment_time" in targets and "appointment_date" not in targets:
         found.append("An appointment time needs an appointment date column.")

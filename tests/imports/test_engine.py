@@ -231,3 +231,25 @@ def test_a_patient_found_by_name_and_birth_date_keeps_the_sources_id(source, aus
     assert ExternalIdentifier.objects.get(patient=jose, system="old-spreadsheet").value == "RD-1001"
     again = import_file(source=source, path=SPREADSHEET, dry_run=False)
     assert again.counts["unchanged"] == 7
+
+
+@pytest.mark.django_db
+def test_a_calendar_export_adds_visits_to_people_found_by_name(source, austin):
+    for code, name in [
+        ("hygiene-cleaning", "Hygiene cleaning"),
+        ("periodic-exam", "Periodic exam"),
+    ]:
+        AppointmentTypeFactory(code=code, name=name)
+    import_file(source=source, path=SPREADSHEET, dry_run=False)
+    patients = Patient.objects.count()
+    batch = import_file(source=source, path=DEMO / "google-calendar-export.csv", dry_run=False)
+    assert batch.counts["appointments_new"] == 2
+    assert Patient.objects.count() == patients  # never creates anyone from a calendar
+    reasons = {r["line"]: r["reason"] for r in batch.report["rejected"]}
+    assert reasons[4].startswith("no patient named “Pat Nobody” at Riverside Dental — Austin")
+    assert reasons[5] == "the appointment has no type"
+    jose = Patient.objects.get(last_name="Núñez")
+    visit = jose.appointments.get()
+    assert visit.start.astimezone(austin.tz) == dt.datetime(2026, 12, 15, 9, 0, tzinfo=austin.tz)
+    again = import_file(source=source, path=DEMO / "google-calendar-export.csv", dry_run=False)
+    assert again.counts["appointments_unchanged"] == 2
