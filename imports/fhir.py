@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 
 from imports.engine import Importer, Report
 from imports.models import ImportBatch, ImportSource
@@ -491,7 +490,7 @@ def import_fhir_bundle(
     `identifier_system` picks which Patient.identifier is the source's id (e.g. the
     EHR's MRN system URI); without it, the first identifier.
     """
-    from imports.services import _audit, sha256_of
+    from imports.services import batch_finish, batch_start, importing_user
 
     file_name = file_name or path.name
     bundle = convert(
@@ -499,37 +498,17 @@ def import_fhir_bundle(
         location=source.location,
         identifier_system=identifier_system,
     )
-    batch = ImportBatch.objects.create(
-        source=source,
-        file_name=file_name[:255],
-        sha256=sha256_of(path),
-        size=path.stat().st_size,
-        mapping=MAPPING,
-        dry_run=dry_run,
-        status=ImportBatch.Status.PREVIEW if dry_run else ImportBatch.Status.RUNNING,
-        created_by=by,
+    batch, progress = batch_start(
+        source=source, path=path, file_name=file_name, mapping=MAPPING, dry_run=dry_run, by=by
     )
     if started:
         started(batch)
-
-    def progress(rows: int) -> None:
-        ImportBatch.objects.filter(pk=batch.pk).update(rows_done=rows)
-
     report = run(
         source=source,
         bundle=bundle,
         dry_run=dry_run,
-        progress=None if dry_run else progress,
-        # As import_file: a person reaches only the patients they may change.
-        user=by if getattr(by, "is_authenticated", False) else None,
+        progress=progress,
+        user=importing_user(by),  # as import_file: only the patients they may change
     )
-    batch.counts = dict(report.counts)
-    batch.report = report.as_dict()
-    batch.finished_at = timezone.now()
-    batch.rows_done = len(bundle.patient_rows) + bundle.counts["fhir_appointments"]
-    if not dry_run:
-        batch.status = ImportBatch.Status.DONE
-    batch.save()
-    if not dry_run:
-        _audit(batch)
-    return batch
+    rows = len(bundle.patient_rows) + bundle.counts["fhir_appointments"]
+    return batch_finish(batch, report, rows_done=rows)

@@ -8,7 +8,7 @@ from auditlog.models import LogEntry
 from django.db import transaction
 from django.utils import timezone
 
-from imports.engine import Importer
+from imports.engine import Importer, Report
 from imports.mapping import problems, suggest
 from imports.models import ImportBatch, ImportSource
 from imports.readers import UnreadableFile, open_table
@@ -49,6 +49,39 @@ def import_file(
     mapping = mapping or mapping_for(source, table.headers)
     if found := problems(mapping):
         raise UnreadableFile(" ".join(found))
+    batch, progress = batch_start(
+        source=source, path=path, file_name=file_name, mapping=mapping, dry_run=dry_run, by=by
+    )
+    if started:
+        started(batch)
+    importer = Importer(
+        source=source,
+        headers=table.headers,
+        mapping=mapping,
+        dry_run=dry_run,
+        progress=progress,
+        user=importing_user(by),
+    )
+    report = importer.run(table)
+    if not dry_run:
+        with transaction.atomic():
+            source.mapping = mapping
+            source.save(update_fields=["mapping"])
+    rows = sum(
+        report.counts[k] for k in ("new", "updated", "unchanged", "duplicate_suspect", "rejected")
+    )
+    return batch_finish(batch, report, rows_done=rows)
+
+
+def importing_user(by):
+    """The person an import acts for (their reach limits it); None for the system."""
+    return by if getattr(by, "is_authenticated", False) else None
+
+
+def batch_start(
+    *, source: ImportSource, path: Path, file_name: str, mapping: dict, dry_run: bool, by
+) -> tuple[ImportBatch, Callable[[int], None] | None]:
+    """The batch record of one file, and the progress callback a real import reports to."""
     batch = ImportBatch.objects.create(
         source=source,
         file_name=file_name[:255],
@@ -59,34 +92,23 @@ def import_file(
         status=ImportBatch.Status.PREVIEW if dry_run else ImportBatch.Status.RUNNING,
         created_by=by,
     )
-    if started:
-        started(batch)
 
     def progress(rows: int) -> None:
         ImportBatch.objects.filter(pk=batch.pk).update(rows_done=rows)
 
-    importer = Importer(
-        source=source,
-        headers=table.headers,
-        mapping=mapping,
-        dry_run=dry_run,
-        progress=None if dry_run else progress,
-        user=by if getattr(by, "is_authenticated", False) else None,
-    )
-    report = importer.run(table)
+    return batch, None if dry_run else progress
+
+
+def batch_finish(batch: ImportBatch, report: Report, *, rows_done: int) -> ImportBatch:
+    """Record the outcome; a real import is also one audit entry (who, file, counts)."""
     batch.counts = dict(report.counts)
     batch.report = report.as_dict()
     batch.finished_at = timezone.now()
-    batch.rows_done = sum(
-        report.counts[k] for k in ("new", "updated", "unchanged", "duplicate_suspect", "rejected")
-    )
-    if not dry_run:
+    batch.rows_done = rows_done
+    if not batch.dry_run:
         batch.status = ImportBatch.Status.DONE
-        with transaction.atomic():
-            source.mapping = mapping
-            source.save(update_fields=["mapping"])
     batch.save()
-    if not dry_run:
+    if not batch.dry_run:
         _audit(batch)
     return batch
 

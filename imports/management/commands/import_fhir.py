@@ -4,12 +4,10 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils.text import slugify
 
 from imports.fhir import import_fhir_bundle
-from imports.models import ImportSource
+from imports.management.common import patient_summary, source_named
 from imports.readers import UnreadableFile
-from locations.models import Location
 from practicecrm.audit import system_actor
 
 
@@ -33,18 +31,7 @@ class Command(BaseCommand):
         path: Path = options["path"]
         if not path.is_file():
             raise CommandError(f"{path}: no such file.")
-        source = ImportSource.objects.filter(name=options["source"]).first()
-        if source is None:
-            if not options["location"]:
-                raise CommandError(
-                    f"No source named “{options['source']}”; give --location to create it."
-                )
-            location = Location.objects.filter(slug=options["location"]).first()
-            if location is None:
-                raise CommandError(f"No location with the slug “{options['location']}”.")
-            source = ImportSource.objects.create(
-                name=options["source"], system=slugify(options["source"])[:40], location=location
-            )
+        source = source_named(options["source"], options["location"])
         with system_actor():
             try:
                 batch = import_fhir_bundle(
@@ -56,16 +43,7 @@ class Command(BaseCommand):
             except UnreadableFile as exc:
                 raise CommandError(f"{path.name}: {exc}") from exc
         counts = batch.counts
-        patients = ", ".join(
-            f"{counts.get(key, 0)} {label}"
-            for key, label in (
-                ("new", "new"),
-                ("updated", "updated"),
-                ("unchanged", "unchanged"),
-                ("duplicate_suspect", "duplicate suspects"),
-                ("rejected", "rejected"),
-            )
-        )
+        patients = patient_summary(counts)
         appointments = ", ".join(
             f"{counts.get(f'appointments_{key}', 0)} {key}"
             for key in ("new", "updated", "unchanged", "rejected")

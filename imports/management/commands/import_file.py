@@ -5,10 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imports.models import ImportSource
+from imports.management.common import patient_summary, source_named
 from imports.readers import UnreadableFile
 from imports.services import import_file
-from locations.models import Location
 from practicecrm.audit import system_actor
 
 
@@ -27,36 +26,14 @@ class Command(BaseCommand):
         path: Path = options["path"]
         if not path.is_file():
             raise CommandError(f"{path}: no such file.")
-        source = ImportSource.objects.filter(name=options["source"]).first()
-        if source is None:
-            if not options["location"]:
-                raise CommandError(
-                    f"No source named “{options['source']}”; give --location to create it."
-                )
-            location = Location.objects.filter(slug=options["location"]).first()
-            if location is None:
-                raise CommandError(f"No location with the slug “{options['location']}”.")
-            from django.utils.text import slugify
-
-            source = ImportSource.objects.create(
-                name=options["source"], system=slugify(options["source"])[:40], location=location
-            )
+        source = source_named(options["source"], options["location"])
         with system_actor():
             try:
                 batch = import_file(source=source, path=path, dry_run=options["dry_run"])
             except UnreadableFile as exc:
                 raise CommandError(f"{path.name}: {exc}") from exc
         counts = batch.counts
-        summary = ", ".join(
-            f"{counts.get(key, 0)} {label}"
-            for key, label in (
-                ("new", "new"),
-                ("updated", "updated"),
-                ("unchanged", "unchanged"),
-                ("duplicate_suspect", "duplicate suspects"),
-                ("rejected", "rejected"),
-            )
-        )
+        summary = patient_summary(counts)
         appointments = sum(v for k, v in counts.items() if k.startswith("appointments_"))
         verb = "Dry run of" if options["dry_run"] else "Imported"
         self.stdout.write(
