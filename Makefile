@@ -39,6 +39,7 @@ demo: setup
 
 serve:
 	@trap 'kill 0' INT TERM EXIT; \
+	export SITE_URL=$${SITE_URL:-http://$(HOST):$(PORT)}; \
 	if [ -z "$$TWILIO_ACCOUNT_SID" ] && ! grep -qs '^TWILIO_ACCOUNT_SID=.' .env; then \
 	  export TWILIO_ACCOUNT_SID=$(TWILIO_DEV_ACCOUNT_SID) TWILIO_AUTH_TOKEN=$(TWILIO_DEV_AUTH_TOKEN) \
 	    TWILIO_API_BASE_URL=http://127.0.0.1:$(TWILIO_SIM_PORT) \

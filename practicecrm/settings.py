@@ -267,8 +267,9 @@ TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="")
 # The public https://host Twilio calls, when a proxy hides it from Django; webhook
 # signatures are computed over that URL.
 TWILIO_WEBHOOK_BASE_URL = env.str("TWILIO_WEBHOOK_BASE_URL", default="")
-# Where patients reach the app from outside (email unsubscribe links); empty: no link.
-SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+# Where patients reach the app from outside (email unsubscribe links); empty: no link,
+# rather than a link to a host name the patient cannot reach. `make run` sets it.
+SITE_URL = env.str("SITE_URL", default="")
 
 # --- Audit trail ------------------------------------------------------------------------
 AUDITLOG_INCLUDE_ALL_MODELS = False
