@@ -37,8 +37,13 @@ class UploadForm(forms.Form):
         help_text="Optional: the follow-up a “next recall” column opens.",
     )
     file = forms.FileField(
-        label="File (CSV or Excel .xlsx)",
-        widget=forms.ClearableFileInput(attrs={"accept": ".csv,.txt,.xlsx,text/csv"}),
+        label="File (CSV, Excel .xlsx or FHIR bundle .json)",
+        help_text="A FHIR bundle needs no column matching: its dry run follows the upload.",
+        widget=forms.ClearableFileInput(
+            attrs={
+                "accept": ".csv,.txt,.xlsx,.json,text/csv,application/json,application/fhir+json"
+            }
+        ),
     )
 
     def __init__(

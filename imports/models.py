@@ -105,9 +105,15 @@ class ImportUpload(models.Model):
     batches.
     """
 
+    class Kind(models.TextChoices):
+        TABLE = "table", "Spreadsheet (CSV or Excel)"
+        FHIR = "fhir", "FHIR R4 bundle"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     source = models.ForeignKey(ImportSource, on_delete=models.CASCADE, related_name="uploads")
     file_name = models.CharField(max_length=255)
+    # A FHIR bundle has fixed fields: no headers, no mapping, no mapping step.
+    kind = models.CharField(max_length=5, choices=Kind.choices, default=Kind.TABLE)
     headers = models.JSONField(default=list)
     samples = models.JSONField(default=list, help_text="Up to 3 values per column.")
     mapping = models.JSONField(default=dict, blank=True)

@@ -2,6 +2,8 @@
 
 The engine (imports.services.import_file) does the reading, matching and writing;
 this module carries one uploaded file through the steps a person takes on the pages.
+A FHIR bundle (a .json file, or one that starts with "{") takes the same steps
+without the column mapping: imports.fhir reads its fixed fields.
 """
 
 import contextlib
@@ -13,6 +15,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
 
+from imports import fhir
 from imports.models import ImportBatch, ImportSource, ImportUpload
 from imports.readers import UnreadableFile, open_table
 from imports.services import import_file, mapping_for
@@ -20,10 +23,20 @@ from imports.services import import_file, mapping_for
 SAMPLES = 3
 
 
+def is_fhir(path: Path, *, name: str) -> bool:
+    """A FHIR bundle by its name (.json) or its first character ("{"; no table starts so)."""
+    if name.lower().endswith(".json"):
+        return True
+    with path.open("rb") as f:
+        start = f.read(64).removeprefix(b"\xef\xbb\xbf").lstrip()
+    return start.startswith(b"{")
+
+
 def upload_store(*, source: ImportSource, file: UploadedFile, by) -> ImportUpload:
     """Keep an uploaded file for import, with its headers and a few sample values.
 
-    Raises UnreadableFile when it is not a table we can import; then nothing is kept.
+    Raises UnreadableFile when it is not a table (or a FHIR bundle) we can import;
+    then nothing is kept.
     """
     upload = ImportUpload(source=source, file_name=Path(file.name or "upload").name[:255])
     upload.uploaded_by = by
@@ -31,6 +44,15 @@ def upload_store(*, source: ImportSource, file: UploadedFile, by) -> ImportUploa
     with upload.path.open("wb") as out:
         for chunk in file.chunks():
             out.write(chunk)
+    if is_fhir(upload.path, name=upload.file_name):
+        try:
+            fhir.read_bundle(upload.path, name=upload.file_name)
+        except UnreadableFile:
+            upload.path.unlink(missing_ok=True)
+            raise
+        upload.kind = ImportUpload.Kind.FHIR
+        upload.save()
+        return upload
     try:
         table = open_table(upload.path, name=upload.file_name)
         first = []
@@ -57,19 +79,33 @@ def upload_store(*, source: ImportSource, file: UploadedFile, by) -> ImportUploa
     return upload
 
 
-def upload_preview(*, upload: ImportUpload, mapping: dict[str, str], by) -> ImportBatch:
+def upload_preview(
+    *, upload: ImportUpload, mapping: dict[str, str] | None = None, by
+) -> ImportBatch:
     """Dry-run the upload with this mapping (rolled back: nothing is written).
 
-    Raises UnreadableFile when the mapping cannot import anything.
+    A FHIR bundle needs no mapping. Raises UnreadableFile when the mapping cannot
+    import anything (or the bundle is not a usable one).
     """
-    batch = import_file(
-        source=upload.source,
-        path=upload.path,
-        file_name=upload.file_name,
-        mapping=mapping,
-        dry_run=True,
-        by=by,
-    )
+    if upload.kind == ImportUpload.Kind.FHIR:
+        batch = fhir.import_fhir_bundle(
+            source=upload.source,
+            path=upload.path,
+            file_name=upload.file_name,
+            dry_run=True,
+            by=by,
+        )
+        mapping = {}
+    else:
+        assert mapping is not None, "a spreadsheet is previewed with a mapping"
+        batch = import_file(
+            source=upload.source,
+            path=upload.path,
+            file_name=upload.file_name,
+            mapping=mapping,
+            dry_run=True,
+            by=by,
+        )
     upload.mapping = mapping
     upload.preview = batch
     upload.total_rows = batch.rows_done
@@ -105,15 +141,25 @@ def upload_import(*, upload_id: str) -> ImportBatch | None:
     token = auditlog_value.set({})
     try:
         with set_actor(upload.uploaded_by):
-            batch = import_file(
-                source=upload.source,
-                path=upload.path,
-                file_name=upload.file_name,
-                mapping=upload.mapping,
-                dry_run=False,
-                by=upload.uploaded_by,
-                started=started,
-            )
+            if upload.kind == ImportUpload.Kind.FHIR:
+                batch = fhir.import_fhir_bundle(
+                    source=upload.source,
+                    path=upload.path,
+                    file_name=upload.file_name,
+                    dry_run=False,
+                    by=upload.uploaded_by,
+                    started=started,
+                )
+            else:
+                batch = import_file(
+                    source=upload.source,
+                    path=upload.path,
+                    file_name=upload.file_name,
+                    mapping=upload.mapping,
+                    dry_run=False,
+                    by=upload.uploaded_by,
+                    started=started,
+                )
     except (UnreadableFile, FileNotFoundError) as exc:
         _failed(upload, str(exc) if isinstance(exc, UnreadableFile) else "The file is gone.")
         return None

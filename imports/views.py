@@ -1,5 +1,7 @@
 """Import pages: upload → column mapping → dry-run preview → import (in Celery) → report.
 
+A FHIR bundle skips the column mapping: its dry run runs on upload.
+
 Access: managers and admins of the source's location (imports.selectors); anyone
 else gets a 404, as for another location's source, upload or batch.
 """
@@ -20,7 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from imports import selectors, uploads
 from imports.forms import MappingForm, UploadForm
 from imports.mapping import FIELDS, problems
-from imports.models import ImportBatch
+from imports.models import ImportBatch, ImportUpload
 from imports.readers import UnreadableFile
 from practicecrm import exports
 from practicecrm.http import HtmxHttpRequest
@@ -53,6 +55,11 @@ def _report_context(request: HttpRequest, batch: ImportBatch) -> dict:
     suspects = report.get("suspects", [])
     ids = {r["id"] for s in suspects for r in s.get("resembles", [])}
     visible = selectors.visible_patient_ids(user=request.user, ids=ids)
+    is_fhir = any(k.startswith("fhir_") for k in counts)
+    rejected = report.get("rejected", [])
+    if is_fhir:
+        # The Importer's refusals and the bundle reader's, in the bundle's order.
+        rejected = sorted(rejected, key=lambda r: r["line"])
     return {
         "batch": batch,
         "counts": [(key, label, counts.get(key, 0)) for key, label in COUNT_LABELS],
@@ -61,7 +68,7 @@ def _report_context(request: HttpRequest, batch: ImportBatch) -> dict:
         ],
         "has_appointments": any(k.startswith("appointments_") for k in counts),
         "recalls_opened": counts.get("recalls_opened", 0),
-        "rejected": report.get("rejected", []),
+        "rejected": rejected,
         "warnings": report.get("warnings", []),
         "suspects": [
             {
@@ -71,7 +78,15 @@ def _report_context(request: HttpRequest, batch: ImportBatch) -> dict:
             for s in suspects
         ],
         "changes": report.get("changes", []),
+        # A FHIR batch names an entry's number in the bundle, not a line of a file.
+        "line_label": "Entry" if is_fhir else "Line",
     }
+
+
+def _fhir_counts(batch: ImportBatch) -> dict[str, int]:
+    """What a bundle held: Patient, Appointment and other resources (empty for a table)."""
+    counts = batch.counts or {}
+    return {key: counts.get(f"fhir_{key}", 0) for key in ("patients", "appointments", "skipped")}
 
 
 def _only(sources) -> int | None:
@@ -97,6 +112,7 @@ def upload(request: HttpRequest) -> HttpResponse:
         initial={"source": request.GET.get("source") or _only(sources)},
     )
     if request.method == "POST" and form.is_valid():
+        stored = None
         try:
             # One transaction: a refused file leaves no new source behind either.
             with transaction.atomic():
@@ -107,9 +123,16 @@ def upload(request: HttpRequest) -> HttpResponse:
                 stored = uploads.upload_store(
                     source=source, file=form.cleaned_data["file"], by=request.user
                 )
+                if stored.kind == ImportUpload.Kind.FHIR:
+                    # No columns to match: straight to the dry run.
+                    uploads.upload_preview(upload=stored, by=request.user)
         except UnreadableFile as exc:
+            if stored is not None:
+                stored.path.unlink(missing_ok=True)
             form.add_error("file", str(exc))
         else:
+            if stored.kind == ImportUpload.Kind.FHIR:
+                return redirect("imports:preview", stored.pk)
             return redirect("imports:mapping", stored.pk)
     return render(request, "imports/upload.html", {"form": form})
 
@@ -121,6 +144,8 @@ def mapping(request: HttpRequest, pk) -> HttpResponse:
     upload = selectors.upload_get(user=request.user, pk=pk)
     if upload.import_requested_at:
         return redirect("imports:progress", upload.pk)
+    if upload.kind == ImportUpload.Kind.FHIR:
+        return _fhir_mapping(request, upload)
     form = MappingForm(request.POST or None, headers=upload.headers, mapping=upload.mapping)
     current = form.mapping() if form.is_bound and form.is_valid() else upload.mapping
     found = problems(current)
@@ -140,6 +165,22 @@ def mapping(request: HttpRequest, pk) -> HttpResponse:
     return render(request, "imports/mapping.html", context)
 
 
+def _fhir_mapping(request: HttpRequest, upload: ImportUpload) -> HttpResponse:
+    """A bundle has no columns to match: the dry run, or the way to run it again."""
+    if request.method == "GET" and upload.preview is not None:
+        return redirect("imports:preview", upload.pk)
+    error = ""
+    if request.method == "POST":
+        try:
+            uploads.upload_preview(upload=upload, by=request.user)
+        except (UnreadableFile, FileNotFoundError) as exc:
+            error = str(exc) if isinstance(exc, UnreadableFile) else "The file is gone."
+            error += " Upload it again."
+        else:
+            return redirect("imports:preview", upload.pk)
+    return render(request, "imports/fhir_mapping.html", {"upload": upload, "error": error})
+
+
 @require_safe
 @never_cache
 @login_required
@@ -150,7 +191,13 @@ def preview(request: HttpRequest, pk) -> HttpResponse:
     if upload.import_requested_at:
         return redirect("imports:progress", upload.pk)
     mapped = [(h, FIELDS[t][0]) for h, t in upload.mapping.items() if t in FIELDS]
-    context = {"upload": upload, "mapped": mapped, **_report_context(request, upload.preview)}
+    context = {
+        "upload": upload,
+        "mapped": mapped,
+        "is_fhir": upload.kind == ImportUpload.Kind.FHIR,
+        "fhir_counts": _fhir_counts(upload.preview),
+        **_report_context(request, upload.preview),
+    }
     return render(request, "imports/preview.html", context)
 
 

@@ -63,9 +63,11 @@ def test_it_imports_the_demo_spreadsheet_in_a_real_browser(
     page.get_by_label("New source name").fill("Old spreadsheet")
     page.get_by_label("Location").select_option(label="Riverside Dental — Austin")
     page.get_by_label("Recall follow-up type").select_option(label="Hygiene recall")
-    page.get_by_label("File (CSV or Excel .xlsx)").set_input_files(str(SPREADSHEET))
+    page.get_by_label("File (CSV, Excel .xlsx or FHIR bundle .json)").set_input_files(
+        str(SPREADSHEET)
+    )
     shot("1-upload")
-    page.get_by_role("button", name="Upload and match columns").click()
+    page.get_by_role("button", name="Upload", exact=True).click()
 
     # 2. Mapping: suggested from the headers, with sample values.
     expect(page.get_by_role("heading", name="Match the columns")).to_be_visible()
