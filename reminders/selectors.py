@@ -10,7 +10,18 @@ from dataclasses import dataclass
 
 import django_filters
 from django import forms
-from django.db.models import Case, Count, IntegerField, Prefetch, Q, QuerySet, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 from django.http import Http404
 
 from locations.access import CHANGE_PATIENTS, VIEW_PATIENTS, locations_for
@@ -213,8 +224,14 @@ def _attention_q(now: dt.datetime) -> Q:
 def outbox_base(
     *, user, locations: list[Location], location: Location | None, data
 ) -> tuple[QuerySet[OutboundMessage], MessageFilter]:
-    """Outbox rows at the chosen (or every) location of the user, filtered."""
-    qs = messages_visible_to(user)
+    """Outbox rows at the chosen (or every) location of the user, filtered.
+
+    A household's contact may be a patient of a location the user cannot open:
+    `recipient_visible` says whether the row may show who received it and where.
+    """
+    qs = messages_visible_to(user).annotate(
+        recipient_visible=Exists(patients_visible_to(user).filter(pk=OuterRef("recipient_id")))
+    )
     if location is not None:
         qs = qs.filter(location=location)
     filterset = MessageFilter(data, queryset=qs)

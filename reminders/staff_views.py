@@ -113,16 +113,17 @@ def _outbox_rows(rows: QuerySet[OutboundMessage]) -> Iterator[tuple]:
     # The message text stays out (minimum necessary): the page opens it on demand.
     for m in rows.iterator(chunk_size=exports.CHUNK_SIZE):
         household = m.recipient if m.recipient_id and m.recipient_id != m.patient_id else None
+        hidden = household is not None and not getattr(m, "recipient_visible", False)
         yield (
             _local(selectors.message_when(m), m.location),
             "sent" if m.sent_at else "scheduled",
             m.location.name,
             m.patient.last_name,
             m.patient.first_name,
-            household.first_name if household else "",
+            ("household contact" if hidden else household.first_name) if household else "",
             m.get_kind_display(),
             m.get_channel_display(),
-            m.to,
+            "" if hidden else m.to,
             m.get_status_display(),
             selectors.status_note(m),
             _local(m.handled_at, m.location),

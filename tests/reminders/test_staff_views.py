@@ -333,3 +333,27 @@ def test_it_reads_each_tab_in_the_same_number_of_queries_for_2_or_60_rows(
         response = page(client, tab)
     assert len(response.context["page"].object_list) > 2
     assert len(few) == len(many)
+
+
+@pytest.mark.django_db
+def test_a_household_contact_at_another_location_is_not_shown(client, front_desk, north, south):
+    """The child is North's patient; the parent who receives the texts is South's."""
+    parent = PatientFactory(home_location=south, first_name="Ngozi", mobile_phone="+15125550177")
+    child = PatientFactory(home_location=north, first_name="Chidi")
+    OutboundMessage.objects.create(
+        idempotency_key="household-other-location",
+        kind="appointment_reminder",
+        channel="sms",
+        patient=child,
+        recipient=parent,
+        location=north,
+        to=parent.mobile_phone,
+        sender="+15125550101",
+        body="North Clinic: see you soon.",
+        scheduled_for=timezone.now(),
+    )
+    client.force_login(front_desk)
+    page = client.get(reverse("reminders:messages") + "?tab=all").content.decode()
+    assert "Chidi" in page
+    assert "Ngozi" not in page and "555-0177" not in page
+    assert "a household contact at another location" in page
