@@ -84,8 +84,7 @@ def reconcile_stale_sending(
     *, older_than: dt.timedelta = dt.timedelta(minutes=10), limit: int = 500
 ) -> dict[str, int]:
     """Settle rows in "sending" untouched for `older_than`; counts by new status."""
-    # The same question as services.sending_stale, asked here so the send path can
-    # import this module without a cycle.
+    # A worker that died mid-send (or a 5xx on create) leaves its row "sending".
     stale = OutboundMessage.objects.filter(
         status=Status.SENDING, updated_at__lt=timezone.now() - older_than
     ).order_by("updated_at", "id")[:limit]

@@ -8,7 +8,7 @@ planned ──dispatcher (SKIP LOCKED)──▶ queued ──send task (conditio
 Each arrow is one UPDATE that names the status it expects, so of two workers (or
 one task delivered twice) exactly one moves the row and only that one sends.
 A row left in "sending" by a worker killed mid-send is never resent blindly: the
-provider may have accepted it (see `sending_stale`).
+provider may have accepted it (see reminders.reconcile).
 """
 
 import datetime as dt
@@ -466,13 +466,6 @@ def _release_merged(message: OutboundMessage) -> None:
     """The family's rows folded into a message that did not go out wait again."""
     OutboundMessage.objects.filter(merged_into=message, status=Status.MERGED).update(
         status=Status.PLANNED, merged_into=None, reason="", updated_at=timezone.now()
-    )
-
-
-def sending_stale(*, older_than: dt.timedelta = dt.timedelta(minutes=10)):
-    """Rows a worker began to send and never finished: to reconcile with the provider."""
-    return OutboundMessage.objects.filter(
-        status=Status.SENDING, updated_at__lt=timezone.now() - older_than
     )
 
 
