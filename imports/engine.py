@@ -16,14 +16,16 @@
 """
 
 import datetime as dt
+import functools
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from auditlog.context import disable_auditlog
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -45,9 +47,10 @@ from locations.models import Location
 from patients.models import Appointment, AppointmentType, ExternalIdentifier, Patient, Provider
 from patients.search import fold
 from patients.selectors import patients_visible_to
-from practicecrm.audit import bulk_create_audited
+from practicecrm.audit import bulk_create_audited, copy_insert
 
 CHUNK = 1000
+ANALYZE_FIRST = 5000  # rows imported before the first _refresh_statistics()
 PATIENT_FIELDS = (
     "first_name",
     "last_name",
@@ -100,8 +103,8 @@ class Row:
     errors: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
 
-    @property
-    def key(self) -> tuple[str, str, dt.date]:
+    @functools.cached_property
+    def key(self) -> tuple[str, str, dt.date]:  # asked often; set once parsed
         return (
             fold(self.patient["first_name"]),
             fold(self.patient["last_name"]),
@@ -178,7 +181,10 @@ class Importer:
 
     def run(self, table: Table) -> Report:
         if self.dry_run:
-            with transaction.atomic():
+            # Everything is written and rolled back, so later rows see earlier ones
+            # exactly as in the import; the audit entries, which would be rolled
+            # back too, are not built at all.
+            with transaction.atomic(), disable_auditlog():
                 self._all(table.rows)
                 transaction.set_rollback(True)
         else:
@@ -186,11 +192,14 @@ class Importer:
         return self.report
 
     def _all(self, rows: Iterator[tuple[int, list[str]]]) -> None:
-        done = 0
+        done, analyze_at = 0, ANALYZE_FIRST
         for chunk in _batched(rows, CHUNK):
             with transaction.atomic():
                 self._chunk([self._parse(line, cells) for line, cells in chunk])
             done += len(chunk)
+            if done >= analyze_at:
+                _refresh_statistics()
+                analyze_at *= 2
             if self.progress:
                 self.progress(done)
 
@@ -217,14 +226,17 @@ class Importer:
             row.warnings.append((self._header(target), reason))
 
         first, last = get("first_name"), get("last_name")
+        split = True
         if (not first or not last) and get("full_name"):
             try:
                 first, last = split_name(get("full_name"))
             except CellError as exc:
+                # Its reason says what is missing; "no first name" for "Madonna" would not.
                 fail("full_name", str(exc))
-        if not first:
+                split = False
+        if split and not first:
             fail("first_name" if "first_name" in self.column else "full_name", "no first name")
-        if not last:
+        if split and not last:
             fail("last_name" if "last_name" in self.column else "full_name", "no last name")
         row.patient.update(first_name=first[:100], last_name=last[:100])
         if not self.by_name_only:
@@ -278,11 +290,15 @@ class Importer:
         location = row.location or self.source.location
         try:
             day, at = parse_datetime(get("appointment_date"))
-            if get("appointment_time"):
-                at = parse_time(get("appointment_time"))
         except CellError as exc:
             fail("appointment_date", f"appointment {exc}")
             return
+        if get("appointment_time"):
+            try:
+                at = parse_time(get("appointment_time"))
+            except CellError as exc:  # named in its own column, not the date's
+                fail("appointment_time", f"appointment {exc}")
+                return
         if at is None:
             fail("appointment_time", "the appointment has no time")
             return
@@ -487,62 +503,70 @@ class Importer:
 
     def _match(self, rows: list[Row]) -> dict[int, tuple[Patient | None, str]]:
         """line → (the patient this row is, or None for a new one; how it matched)."""
-        known = ExternalIdentifier.objects.filter(
-            system=self.source.system, value__in={r.external_id for r in rows if r.external_id}
+        # Two index lookups (the source's ids, then those patients within reach)
+        # rather than one join, whose plan goes wrong while a big import outgrows
+        # the table's statistics.
+        known = dict(
+            ExternalIdentifier.objects.filter(
+                system=self.source.system,
+                value__in={r.external_id for r in rows if r.external_id},
+            ).values_list("value", "patient_id")
         )
-        by_external = {
-            e.value: e.patient
-            for e in known.filter(patient__in=self._patients()).select_related("patient")
-        }
+        reachable = self._patients().in_bulk(set(known.values()))
+        by_external = {value: reachable[pk] for value, pk in known.items() if pk in reachable}
         # An id the source gave a patient this user cannot change (or a merged one).
-        out_of_reach = set(known.values_list("value", flat=True)) - set(by_external)
-        dobs = {r.patient["date_of_birth"] for r in rows}
-        by_key: dict[tuple, list[Patient]] = defaultdict(list)
-        by_dob: dict[dt.date, list[Patient]] = defaultdict(list)
-        for patient in self._patients().filter(date_of_birth__in=dobs):
-            key = (fold(patient.first_name), fold(patient.last_name), patient.date_of_birth)
-            by_key[key].append(patient)
-            by_dob[patient.date_of_birth].append(patient)
+        out_of_reach = set(known) - set(by_external)
+        by_name = [
+            r
+            for r in rows
+            if r.external_id not in out_of_reach
+            and not (r.external_id and r.external_id in by_external)
+            and r.key not in self.created
+        ]
+        # Everyone born on those days, as plain values: for a new file that is most
+        # of the work, and a full record is built only for the people matched.
+        by_key: dict[tuple, list[int]] = defaultdict(list)
+        by_dob: dict[dt.date, list[tuple]] = defaultdict(list)
+        candidates = (
+            self._patients()
+            .filter(date_of_birth__in={r.key[2] for r in by_name})
+            .values_list("pk", "first_name", "last_name", "date_of_birth", "mobile_phone", "email")
+        )
+        for candidate in candidates if by_name else ():
+            pk, first, last, born = candidate[:4]
+            by_key[(fold(first), fold(last), born)].append(pk)
+            by_dob[born].append(candidate)
+        found: dict[int, list[int]] = {}
+        for row in by_name:
+            same = by_key.get(row.key, [])
+            found[row.line] = same or [c[0] for c in by_dob[row.key[2]] if _resembles(c, row)]
+        records = self._patients().in_bulk({pk for line, pks in found.items() for pk in pks[:5]})
         result: dict[int, tuple[Patient | None, str]] = {}
         for row in rows:
             if row.external_id in out_of_reach:
                 result[row.line] = (None, "out of reach")
-                continue
-            if row.external_id and row.external_id in by_external:
+            elif row.external_id and row.external_id in by_external:
                 result[row.line] = (by_external[row.external_id], "external id")
-                continue
-            if row.key in self.created:
+            elif row.key in self.created:
                 result[row.line] = (self.created[row.key], "earlier row")
-                continue
-            same = by_key.get(row.key, [])
-            if len(same) == 1:
-                result[row.line] = (same[0], "name and date of birth")
-                continue
-            look_alikes = same or [p for p in by_dob[row.key[2]] if self._resembles(p, row)]
-            if look_alikes and len(self.report.suspects) >= REPORT_LIMIT:
-                result[row.line] = (None, "suspect")
-            elif look_alikes:
-                self.report.suspects.append(
-                    {
-                        "line": row.line,
-                        "name": f"{row.patient['first_name']} {row.patient['last_name']}",
-                        "date_of_birth": row.key[2].isoformat(),
-                        "resembles": [{"id": p.pk, "name": str(p)} for p in look_alikes[:5]],
-                    }
-                )
-                result[row.line] = (None, "suspect")
-            else:
+            elif len(by_key.get(row.key, [])) == 1:
+                result[row.line] = (records[by_key[row.key][0]], "name and date of birth")
+            elif not found[row.line]:
                 result[row.line] = (None, "new")
+            else:
+                result[row.line] = (None, "suspect")
+                if len(self.report.suspects) < REPORT_LIMIT:
+                    self.report.suspects.append(
+                        {
+                            "line": row.line,
+                            "name": f"{row.patient['first_name']} {row.patient['last_name']}",
+                            "date_of_birth": row.key[2].isoformat(),
+                            "resembles": [
+                                {"id": pk, "name": str(records[pk])} for pk in found[row.line][:5]
+                            ],
+                        }
+                    )
         return result
-
-    @staticmethod
-    def _resembles(patient: Patient, row: Row) -> bool:
-        values = row.patient
-        return bool(
-            fold(patient.last_name) == fold(values["last_name"])
-            or (values.get("mobile_phone") and patient.mobile_phone == values["mobile_phone"])
-            or (values.get("email") and patient.email.lower() == values["email"])
-        )
 
     def _new_patient(self, row: Row) -> Patient:
         patient = Patient(home_location=row.location or self.source.location, **row.patient)
@@ -613,25 +637,32 @@ class Importer:
         One query for the chunk's kept dates, one bulk insert for the new ones.
         """
         kept = {
-            r.patient_id: r
-            for r in SourceRecallDate.objects.filter(
+            patient_id: (pk, due, location_id)
+            for pk, patient_id, due, location_id in SourceRecallDate.objects.filter(
                 source=self.source, patient__in=[p.pk for _, p in rows]
-            )
+            ).values_list("pk", "patient_id", "due_date", "location_id")
         }
         new: dict[int, SourceRecallDate] = {}
         for row, patient in rows:
             location = row.location or self.source.location
             assert row.next_recall is not None
-            current = kept.get(patient.pk) or new.get(patient.pk)
-            if current is None:
+            if patient.pk in new:  # named twice in the chunk: the later row wins
+                new[patient.pk].due_date, new[patient.pk].location_id = row.next_recall, location.pk
+            elif patient.pk not in kept:
                 new[patient.pk] = SourceRecallDate(
-                    patient=patient, source=self.source, location=location, due_date=row.next_recall
+                    patient_id=patient.pk,
+                    source_id=self.source.pk,
+                    location_id=location.pk,
+                    due_date=row.next_recall,
                 )
-            elif (current.due_date, current.location_id) != (row.next_recall, location.pk):
-                current.due_date, current.location = row.next_recall, location
-                if current.pk:
-                    current.save()
-        SourceRecallDate.objects.bulk_create(new.values())
+            elif kept[patient.pk][1:] != (row.next_recall, location.pk):
+                SourceRecallDate.objects.filter(pk=kept[patient.pk][0]).update(
+                    due_date=row.next_recall, location=location, updated_at=timezone.now()
+                )
+                kept[patient.pk] = (kept[patient.pk][0], row.next_recall, location.pk)
+        copy_insert(SourceRecallDate, list(new.values())) or SourceRecallDate.objects.bulk_create(
+            new.values()
+        )
         recall_type = self.source.recall_type
         if recall_type is None:
             return
@@ -663,6 +694,37 @@ class Importer:
             Followup.objects.filter(pk=followup.pk).update(source=Followup.Source.IMPORT)
             active.add(patient.pk)
             self.report.counts["recalls_opened"] += 1
+
+
+def _resembles(candidate: tuple, row: Row) -> bool:
+    """Same last name, mobile or email as (pk, first, last, born, mobile, email)."""
+    _, _, last, _, mobile, email = candidate
+    values = row.patient
+    return bool(
+        fold(last) == fold(values["last_name"])
+        or (values.get("mobile_phone") and mobile == values["mobile_phone"])
+        or (values.get("email") and email.lower() == values["email"])
+    )
+
+
+def _refresh_statistics() -> None:
+    """ANALYZE the tables an import fills, at 5,000 rows, 10,000, 20,000, …
+
+    A first import can make a table many times larger within a minute, long
+    before autovacuum notices. On statistics that still say "nearly empty" the
+    planner reads whole tables for the matching queries and for the foreign-key
+    checks at each commit, and an import that should take seconds per 10,000
+    rows takes minutes. Doubling the interval keeps the cost to a handful of
+    ANALYZE runs however big the file. (Inside the dry run's transaction it sees
+    that transaction's own rows, and is rolled back with it.)
+    """
+    if connection.vendor != "postgresql":
+        return
+    tables = [
+        m._meta.db_table for m in (Patient, ExternalIdentifier, SourceRecallDate, Appointment)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE " + ", ".join(connection.ops.quote_name(t) for t in tables))
 
 
 def _batched(items: Iterable, size: int) -> Iterator[list]:

@@ -102,6 +102,8 @@ class Patient(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     # Set when this record was a duplicate merged into another (patients.merge): it
     # keeps its own fields as history but leaves every list, search and worklist.
+    # Indexed only where set (Meta): a full index on a column that is empty for
+    # nearly every row invites the planner to read it for "IS NULL".
     merged_into = models.ForeignKey(
         "self",
         on_delete=models.PROTECT,
@@ -109,6 +111,7 @@ class Patient(models.Model):
         blank=True,
         editable=False,
         related_name="merged_records",
+        db_index=False,
     )
 
     preferred_channel = models.CharField(
@@ -138,6 +141,11 @@ class Patient(models.Model):
                 name="patient_location_name_idx",
             ),
             models.Index(Upper("email"), name="patient_email_upper_idx"),
+            models.Index(
+                fields=["merged_into"],
+                condition=Q(merged_into__isnull=False),
+                name="patient_merged_into_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,6 +1,7 @@
 """Turning what a user types into the search box into a query."""
 
 import datetime as dt
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -43,8 +44,14 @@ _NO_DECOMPOSITION = str.maketrans(
 )
 
 
+@functools.lru_cache(maxsize=65536)
 def fold(text: str) -> str:
-    """Lower-case, accent-free, single-spaced: "  José  O’Núñez" → "jose o'nunez"."""
+    """Lower-case, accent-free, single-spaced: "  José  O’Núñez" → "jose o'nunez".
+
+    Cached: an import folds the same first and last names many thousand times.
+    """
+    if text.isascii():  # nothing to decompose or translate
+        return " ".join(text.lower().split())
     decomposed = unicodedata.normalize("NFKD", text.translate(_NO_DECOMPOSITION))
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(stripped.casefold().split())

@@ -199,11 +199,35 @@ def test_it_writes_one_entry_per_row_for_bulk_create(north):
     assert {e.actor for e in entries} == {staff_user}
     entry = entries.get(object_pk=str(created[0].pk))
     assert entry.additional_data == {"patient_id": created[0].pk}
+    assert (entry.object_id, entry.object_repr) == (created[0].pk, str(created[0]))
+    assert entry.actor_email == staff_user.email
+    assert entry.timestamp is not None and entry.changes_text == ""
     # The same form as the entries auditlog's signals write for a single save.
     single = entries_for(PatientFactory(home_location=north, first_name="One"), C)[0]
     assert entry.changes_dict["first_name"] == ["None", "Bulk0"]
     assert single.changes_dict["first_name"] == ["None", "One"]
     assert entry.changes_dict.keys() == single.changes_dict.keys()
+
+
+def test_bulk_writes_are_not_logged_where_auditlog_is_disabled(north):
+    from auditlog.context import disable_auditlog
+
+    before = LogEntry.objects.count()
+    with disable_auditlog():
+        (patient,) = bulk_create_audited(
+            Patient,
+            [
+                Patient(
+                    first_name="Dry",
+                    last_name="Run",
+                    date_of_birth=dt.date(1990, 1, 1),
+                    home_location=north,
+                )
+            ],
+        )
+        update_audited(Patient.objects.filter(pk=patient.pk), language="es")
+    assert Patient.objects.get(pk=patient.pk).language == "es"
+    assert LogEntry.objects.count() == before
 
 
 def test_it_writes_one_entry_per_changed_row_for_update(north):
@@ -372,8 +396,10 @@ def test_bulk_create_diffs_equal_auditlogs_own_for_every_registered_model():
     )
 
     patient = PatientFactory(preferred_name="Pepe", do_not_contact=True)
+    opted_out = PatientFactory(sms_opted_out_at=dt.datetime(2026, 3, 8, 9, 30, tzinfo=dt.UTC))
     for obj in (
         patient,
+        opted_out,
         ChannelConsentFactory(patient=patient),
         AppointmentFactory(patient=patient),
         FollowupFactory(patient=patient, location=patient.home_location),

@@ -7,14 +7,13 @@ import pytest
 from auditlog.models import LogEntry
 from django.core.management import call_command
 
-from imports.models import ImportSource, SourceRecallDate
+from imports.models import SourceRecallDate
 from imports.readers import UnreadableFile
 from imports.services import import_file
 from patients.models import Appointment, ExternalIdentifier, Patient
 from reminders.models import OutboundMessage
 from tests.factories import (
     AppointmentTypeFactory,
-    FollowupTypeFactory,
     LocationFactory,
     PatientFactory,
 )
@@ -22,21 +21,6 @@ from tests.factories import (
 DEMO = Path(__file__).resolve().parents[2] / "imports" / "demo"
 SPREADSHEET = DEMO / "riverside-old-spreadsheet.csv"
 SCHEDULER = DEMO / "riverside-scheduler-export.csv"
-
-
-@pytest.fixture
-def austin(db):
-    return LocationFactory(name="Riverside Dental — Austin", slug="riverside-austin", city="Austin")
-
-
-@pytest.fixture
-def source(austin):
-    return ImportSource.objects.create(
-        name="Old spreadsheet",
-        system="old-spreadsheet",
-        location=austin,
-        recall_type=FollowupTypeFactory(code="hygiene-recall", name="Hygiene recall"),
-    )
 
 
 def write(tmp_path, text: str, name="file.csv", encoding="utf-8") -> Path:
@@ -86,6 +70,20 @@ def test_a_changed_phone_updates_one_patient(source, tmp_path):
         "mobile_phone": ["+15125550133", "+15125550144"]
     }
     assert Patient.objects.get(last_name="Okafor").mobile_phone == "+15125550144"
+
+
+@pytest.mark.django_db
+def test_a_changed_next_recall_moves_the_kept_date_only(source, tmp_path):
+    import_file(source=source, path=SPREADSHEET, dry_run=False)
+    jose = Patient.objects.get(last_name="Núñez")
+    before = {r.patient_id: r.due_date for r in SourceRecallDate.objects.all()}
+    changed = SPREADSHEET.read_text().replace("Austin,12/03/2026", "Austin,01/15/2027")
+    import_file(source=source, path=write(tmp_path, changed), dry_run=False)
+    after = {r.patient_id: r.due_date for r in SourceRecallDate.objects.all()}
+    assert after == before | {jose.pk: dt.date(2027, 1, 15)}
+    # The follow-up opened from the first date is PracticeCRM's own now: the
+    # reconciliation report shows the difference rather than the import moving it.
+    assert jose.followups.get().due_date == dt.date(2026, 12, 3)
 
 
 @pytest.mark.django_db
