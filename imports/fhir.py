@@ -488,10 +488,11 @@ def import_fhir_bundle(
 
     Raises UnreadableFile (nothing written) when the file is not a usable bundle.
     `identifier_system` picks which Patient.identifier is the source's id (e.g. the
-    EHR's MRN system URI); without it, the first identifier.
+    EHR's MRN system URI); without it, the source's saved one, else the first.
     """
     from imports.services import batch_finish, batch_start, importing_user
 
+    identifier_system = identifier_system or source.fhir_identifier_system
     file_name = file_name or path.name
     bundle = convert(
         read_bundle(path, name=file_name),

@@ -36,6 +36,14 @@ class UploadForm(forms.Form):
         required=False,
         help_text="Optional: the follow-up a “next recall” column opens.",
     )
+    identifier_system = forms.CharField(
+        label="FHIR patient id system",
+        max_length=200,
+        required=False,
+        help_text="FHIR bundles only, optional: the Patient.identifier system that is the "
+        "source's own patient id, e.g. urn:oid:1.2.36.146.595.217.0.1. Remembered for the "
+        "source. Empty: each patient's first identifier.",
+    )
     file = forms.FileField(
         label="File (CSV, Excel .xlsx or FHIR bundle .json)",
         help_text="A FHIR bundle needs no column matching: its dry run follows the upload.",
@@ -58,6 +66,12 @@ class UploadForm(forms.Form):
         self.fields["location"].queryset = locations  # type: ignore[attr-defined]
         if not sources.exists():
             self.fields["source"].widget = forms.HiddenInput()
+
+    def clean_identifier_system(self) -> str:
+        value = self.cleaned_data["identifier_system"].strip()
+        if any(c.isspace() for c in value):
+            raise forms.ValidationError("A system is a URI or OID with no spaces.")
+        return value
 
     def clean(self) -> dict:
         data = super().clean() or {}
@@ -87,6 +101,7 @@ class UploadForm(forms.Form):
             system=system,
             location=self.cleaned_data["location"],
             recall_type=self.cleaned_data["recall_type"],
+            fhir_identifier_system=self.cleaned_data["identifier_system"],
         )
 
 

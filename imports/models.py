@@ -36,6 +36,13 @@ class ImportSource(models.Model):
         related_name="+",
         help_text="The follow-up a “next recall” column opens when the patient has none.",
     )
+    fhir_identifier_system = models.CharField(
+        "FHIR patient id system",
+        max_length=200,
+        blank=True,
+        help_text="For FHIR bundles: the Patient.identifier system that is this source's "
+        "patient id (e.g. the EHR's MRN URI). Empty: each patient's first identifier.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -117,9 +117,14 @@ def upload(request: HttpRequest) -> HttpResponse:
             # One transaction: a refused file leaves no new source behind either.
             with transaction.atomic():
                 source = form.cleaned_data["source"]
+                system = form.cleaned_data["identifier_system"]
                 if source is None:
                     source = form.new_source()
                     source.save()
+                elif system and system != source.fhir_identifier_system:
+                    # Remembered, like the column mapping: next week's bundle uses it.
+                    source.fhir_identifier_system = system
+                    source.save(update_fields=["fhir_identifier_system"])
                 stored = uploads.upload_store(
                     source=source, file=form.cleaned_data["file"], by=request.user
                 )

@@ -187,3 +187,38 @@ def test_another_locations_bundle_upload_is_a_404(client, manager, south):
     response = client.post(reverse("imports:upload"), {"source": other.pk, "file": bundle_file()})
     assert response.status_code == 200 and "source" in response.context["form"].errors
     assert not ImportBatch.objects.exists()
+
+
+def test_the_patient_id_system_given_on_upload_is_used_and_remembered(client, manager, source):
+    from patients.models import ExternalIdentifier
+
+    client.force_login(manager)
+    system = "http://ehr.example.org/mrn"
+    response = client.post(
+        reverse("imports:upload"),
+        {"source": source.pk, "identifier_system": system, "file": bundle_file()},
+    )
+    up = ImportUpload.objects.get()
+    assert response["Location"] == reverse("imports:preview", args=[up.pk])
+    source.refresh_from_db()
+    assert source.fhir_identifier_system == system
+    client.post(reverse("imports:confirm", args=[up.pk]))
+    tasks.run_import(str(up.pk))
+    maria = Patient.objects.get(last_name="García López")
+    # Her MRN, not the insurance number listed first in the bundle.
+    assert ExternalIdentifier.objects.get(patient=maria).value == "MRN-2001"
+
+
+def test_a_patient_id_system_with_spaces_is_refused_next_to_the_field(client, manager, source):
+    client.force_login(manager)
+    response = client.post(
+        reverse("imports:upload"),
+        {"source": source.pk, "identifier_system": "not a uri", "file": bundle_file()},
+    )
+    assert response.status_code == 200
+    assert response.context["form"].errors["identifier_system"] == [
+        "A system is a URI or OID with no spaces."
+    ]
+    assert not ImportUpload.objects.exists()
+    source.refresh_from_db()
+    assert source.fhir_identifier_system == ""

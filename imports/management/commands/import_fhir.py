@@ -23,7 +23,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--identifier-system",
             default="",
-            help="The Patient.identifier system that is the source's id (default: the first).",
+            help="The Patient.identifier system that is the source's id "
+            "(default: the source's saved one, else each patient's first).",
         )
         parser.add_argument("--dry-run", action="store_true", help="Report only; write nothing.")
 
