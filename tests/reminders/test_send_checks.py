@@ -294,11 +294,13 @@ def test_stop_gets_one_confirmation_and_help_gets_the_locations_contact(patient,
 
 @pytest.mark.django_db
 def test_confirming_by_text_confirms_and_answers(patient, clinic):
-    visit = AppointmentFactory(
-        patient=patient,
-        start=timezone.now() + dt.timedelta(days=2),
-        end=timezone.now() + dt.timedelta(days=2, hours=1),
-    )
+    # A mid-morning visit on a weekday at least two days off, whatever the wall
+    # clock says: a visit at night would have its reminder fall in quiet hours.
+    day = timezone.now().astimezone(CHICAGO).date() + dt.timedelta(days=2)
+    while day.weekday() not in (1, 2, 3, 4):
+        day += dt.timedelta(days=1)
+    start = dt.datetime.combine(day, dt.time(10, 30), tzinfo=CHICAGO)
+    visit = AppointmentFactory(patient=patient, start=start, end=start + dt.timedelta(hours=1))
     inbound_receive(
         provider_id="SMc", from_number=patient.mobile_phone, to_number="+15125550101", body="C"
     )
