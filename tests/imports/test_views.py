@@ -121,6 +121,11 @@ def test_it_imports_the_demo_spreadsheet_from_upload_to_report(
         "Import finished: 8 rows read" in html
         and reverse("imports:report", args=[batch.pk]) in html
     )
+    # On to the side-by-side comparison for this source and its location.
+    query = f"location={up.source.location_id}&amp;source={up.source_id}"
+    compare = f"{reverse('imports:reconciliation')}?{query}"
+    assert compare in html
+    assert client.get(compare.replace("&amp;", "&")).status_code == 200
 
     report = client.get(reverse("imports:report", args=[batch.pk]))
     assert report["Content-Type"].startswith("text/csv")
