@@ -85,10 +85,19 @@ def _open_csv(path: Path, name: str, head: bytes) -> Table:
         )
 
     def rows() -> Iterator[tuple[int, list[str]]]:
+        line = 1
         with handle:
-            for cells in reader:
-                if any(c.strip() for c in cells):
-                    yield reader.line_num, [c.strip() for c in cells]
+            try:
+                for cells in reader:
+                    if any(c.strip() for c in cells):
+                        yield reader.line_num, [c.strip() for c in cells]
+                    line = reader.line_num
+            except csv.Error as exc:
+                # A quote opened and never closed swallows the rest of the file into
+                # one cell: refused like a file that is not a table, not a crash.
+                raise UnreadableFile(
+                    f"“{name}” is not a readable CSV table from line {line + 1}: {exc}."
+                ) from exc
 
     return Table(headers=headers, rows=rows(), kind="csv", encoding=encoding, delimiter=delimiter)
 
@@ -116,19 +125,28 @@ def _open_xlsx(path: Path, name: str) -> Table:
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
 
+    # A file object, not the path: openpyxl refuses a path that does not end in
+    # .xlsx, and an upload is kept under a name with no extension.
+    handle = path.open("rb")
     try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        workbook = openpyxl.load_workbook(handle, read_only=True, data_only=True)
     except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError) as exc:
+        handle.close()
         raise UnreadableFile(f"“{name}” is not an Excel .xlsx workbook we can read.") from exc
+
+    def close() -> None:
+        workbook.close()
+        handle.close()  # the workbook does not close a file it was given
+
     sheet = workbook.worksheets[0]
     rows = sheet.iter_rows(values_only=True)
     try:
         headers = [_cell(v).strip() for v in next(rows)]
     except StopIteration:
-        workbook.close()
+        close()
         raise UnreadableFile(f"The first sheet of “{name}” is empty.") from None
     if len([h for h in headers if h]) < 2:
-        workbook.close()
+        close()
         raise UnreadableFile(
             f"The first row of “{name}”'s first sheet should name the columns "
             "(e.g. First Name, Last Name, DOB)."
@@ -141,7 +159,7 @@ def _open_xlsx(path: Path, name: str) -> Table:
                 if any(cells):
                     yield number, cells
         finally:
-            workbook.close()
+            close()
 
     return Table(headers=headers, rows=iterate(), kind="xlsx")
 
