@@ -200,7 +200,7 @@ def copy_insert(model: type[M], objs: Sequence[M]) -> list[M]:
     db = connections[DEFAULT_DB_ALIAS]  # not the proxy: looked up once, not per value
     rows = []
     for obj, new_id in zip(objs, ids, strict=True):
-        obj._prepare_related_fields_for_save(operation_name="bulk_create")
+        obj._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
         setattr(obj, pk.attname, new_id)
         rows.append([f.get_db_prep_save(f.pre_save(obj, True), db) for f in fields])
     with (
@@ -334,23 +334,27 @@ def _create_diffs(model: type[M], objs: Sequence[M]) -> Iterator[dict | None]:
 
         return read
 
+    def constant(value: Any) -> Callable[[M], Any]:
+        return lambda obj: value
+
     def other(field: Any) -> Callable[[M], Any]:
         return lambda obj: get_field_value(obj, field, use_json)
 
     # Per field: its name, its "before" value (nothing existed) and how to read it.
+    fk_text = getattr(settings, "AUDITLOG_USE_FK_STRING_REPRESENTATION", False)
     readers = []
     for f in fields:
+        read: Callable[[M], Any]
         if f.one_to_many and not f.concrete and not use_json:
             # A reverse relation: auditlog records its manager's text, which names
             # the related model only ("patients.Appointment.None") — the same for
             # every row, so read once.
-            constant = get_field_value(objs[0], f, use_json)
-            read = lambda obj, constant=constant: constant  # noqa: E731
+            read = constant(get_field_value(objs[0], f, use_json))
         elif not f.concrete:
             read = other(f)
         elif isinstance(f, models.DateTimeField):
             read = date_time(f)
-        elif f.is_relation and f.many_to_one and not settings.AUDITLOG_USE_FK_STRING_REPRESENTATION:
+        elif f.is_relation and f.many_to_one and not fk_text:
             read = foreign_key(f.attname)
         elif not f.is_relation and not isinstance(f, models.JSONField):
             read = plain(f.name)
