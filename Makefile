@@ -68,7 +68,7 @@ browser:
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	DATABASE_URL=sqlite:///:memory: $(BIN)/mypy locations patients followups reminders imports practicecrm
+	DATABASE_URL=sqlite:///:memory: $(BIN)/mypy locations patients followups reminders imports practicecrm reports
 	DATABASE_URL=sqlite:///:memory: $(PY) manage.py makemigrations --check --dry-run -v0
 
 format: install
@@ -83,6 +83,8 @@ bench: install
 	  $(PY) benchmarks/dispatch.py
 	DATABASE_URL=$${BENCH_DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$(BENCH_REDIS_URL) \
 	  $(PY) benchmarks/imports.py
+	DATABASE_URL=$${BENCH_DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$(BENCH_REDIS_URL) \
+	  $(PY) benchmarks/dashboard.py
 
 clean:
 	rm -rf $(VENV) var staticfiles

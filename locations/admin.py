@@ -37,7 +37,7 @@ class LocationAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     inlines = [LocationGrantInline]
     fieldsets = [
-        (None, {"fields": ["name", "slug", "time_zone", "is_active"]}),
+        (None, {"fields": ["name", "slug", "time_zone", "go_live_date", "is_active"]}),
         (
             "Address and phone",
             {

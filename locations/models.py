@@ -91,6 +91,14 @@ class Location(models.Model):
         help_text="Reminders are planned and recorded as if sent, but nothing leaves: "
         "for running beside the old spreadsheet.",
     )
+    # Issue #6: the first day the location worked its recalls in PracticeCRM. The
+    # pilot report compares the weeks before it with the weeks after.
+    go_live_date = models.DateField(
+        "go-live date",
+        null=True,
+        blank=True,
+        help_text="First day of the pilot at this location (pilot report); empty if none.",
+    )
     is_active = models.BooleanField(default=True)
 
     class Meta:

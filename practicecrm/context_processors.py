@@ -27,6 +27,11 @@ class Nav:
         return locations_for(self.user, VIEW_REPORTS).exists()
 
     @cached_property
+    def can_view_reports(self) -> bool:
+        # The same grant as the outreach setup's reading: managers and admins.
+        return self.can_read_outreach_setup
+
+    @cached_property
     def can_import(self) -> bool:
         return can_import(user=self.user)
 

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "followups",
     "reminders",
     "imports",
+    "reports",
 ]
 
 MIDDLEWARE = [
@@ -303,3 +304,7 @@ FOLLOWUP_DEFAULT_LAPSE_DAYS = 180
 FOLLOWUP_DEFAULT_MAX_ATTEMPTS = 3
 # "Reached & booked" with no appointment recorded yet: off the worklist this long.
 FOLLOWUP_BOOKING_GRACE_DAYS = 7
+
+# Recall dashboard (issue #6): a follow-up booked within this many days after a staff
+# contact attempt or a recall message that went out counts as "booked from recall".
+REPORTS_ATTRIBUTION_DAYS = env.int("REPORTS_ATTRIBUTION_DAYS", default=14)

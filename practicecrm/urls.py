@@ -16,5 +16,6 @@ urlpatterns = [
     path("followups/", include("followups.urls")),
     path("reminders/", include("reminders.urls")),
     path("imports/", include("imports.urls")),
+    path("reports/", include("reports.urls")),
     path("admin/", admin.site.urls),
 ]

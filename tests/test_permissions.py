@@ -112,6 +112,10 @@ imports:progress            302>login   404         404         404         200/
 imports:batch               302>login   404         404         404         200/404     200/404
 imports:report              302>login   404         404         404         200/404     200/404
 imports:reconciliation      302>login   404         404         404         200         200
+reports:dashboard           302>login   404         404         404         200         200
+reports:drilldown           302>login   404         404         404         200         200
+reports:pilot               302>login   404         404         404         200         200
+reports:pilot_export        302>login   404         404         404         200         200
 """
 
 # A valid form for each state-changing view. "302" (no target) means the change was
@@ -229,6 +233,12 @@ READ_ONLY = {
     # The side-by-side reconciliation: another location (?location=) is a 404,
     # tested in tests/imports/test_reconciliation.py.
     "imports:reconciliation",
+    # Recall dashboard and pilot report (issue #6): read-only; another location
+    # (?location=) is a 404, tested in tests/reports/test_views.py.
+    "reports:dashboard",
+    "reports:drilldown",
+    "reports:pilot",
+    "reports:pilot_export",
 }
 
 
@@ -465,7 +475,12 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory):
     that is rolled back at the end, while each test runs in its own savepoint."""
     media = override_settings(MEDIA_ROOT=tmp_path_factory.mktemp("media"))
     with django_db_blocker.unblock(), transaction.atomic(), media:
-        north = LocationFactory(name="North Clinic", slug="north", time_zone="America/New_York")
+        north = LocationFactory(
+            name="North Clinic",
+            slug="north",
+            time_zone="America/New_York",
+            go_live_date=timezone.localdate() - dt.timedelta(weeks=3),
+        )
         south = LocationFactory(name="South Clinic", slug="south", time_zone="America/Los_Angeles")
         visit = AppointmentTypeFactory(name="Hygiene", code="hygiene")
         own_patient = PatientFactory(home_location=north, first_name="Zoë", last_name="Núñez")
@@ -795,7 +810,7 @@ def test_it_covers_every_named_url():
     missing = app_names - set(GET)
     assert not missing, f"add rows to GET_MATRIX for {sorted(missing)}"
     assert set(GET) <= names, "GET_MATRIX names a URL that no longer exists"
-    staff_apps = ("patients:", "followups:", "reminders:", "imports:")
+    staff_apps = ("patients:", "followups:", "reminders:", "imports:", "reports:")
     app_views = {name for name in app_names if name.startswith(staff_apps)}
     # Twilio's webhooks and the emailed unsubscribe link are not staff pages.
     app_views -= {"reminders:twilio_status", "reminders:twilio_inbound", "reminders:unsubscribe"}

@@ -279,13 +279,24 @@ class TestSeededDemo:
         attempts = ContactAttempt.objects.select_related("followup__location", "staff")
         assert attempts
         for attempt in attempts:
-            assert now - dt.timedelta(weeks=6) < attempt.attempted_at < now
+            if attempt.followup.status in ("scheduled", "done"):
+                # The recall history (issue #6): the call before a booking, months back.
+                booked_at = attempt.followup.scheduled_appointment.created_at
+                assert booked_at - dt.timedelta(days=11) < attempt.attempted_at < booked_at
+            elif attempt.followup.status == "contacted":
+                assert now - dt.timedelta(weeks=6) < attempt.attempted_at < now
+            else:  # calls that led nowhere, in the months before
+                assert now - dt.timedelta(weeks=21) < attempt.attempted_at < now
             assert attempt.followup.location in locations_for(attempt.staff, CHANGE_PATIENTS)
             # Logged as the colleague who made the call, not as the system.
             entry = LogEntry.objects.get_for_object(attempt).get(action=LogEntry.Action.CREATE)
             assert entry.actor == attempt.staff
-        tried = Followup.objects.select_related("rule").annotate(n=Count("attempts"))
-        assert {f.status for f in tried if f.n} == {"contacted"}
+        tried = (
+            Followup.objects.exclude(status__in=("scheduled", "done"))
+            .select_related("rule")
+            .annotate(n=Count("attempts"))
+        )
+        assert {f.status for f in tried if f.n} <= {"contacted", "lapsed"}
         assert all(f.n < f.rule.max_attempts for f in tried)
         assert not any(f.status == "contacted" and not f.n for f in tried)
         assigned = set(tried.values_list("assigned_to__username", flat=True))

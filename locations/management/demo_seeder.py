@@ -34,6 +34,7 @@ from followups.selectors import WorklistFilters, worklist_counts
 from followups.services import followups_backfill
 from locations.access import CHANGE_PATIENTS, ROLE_PERMISSIONS
 from locations.management import demo_data as demo
+from locations.management.demo_pilot import seed_recall_history
 from locations.models import WEEKDAYS, Location, LocationGrant, Role
 from patients.models import (
     Appointment,
@@ -248,6 +249,7 @@ class DemoSeeder:
         followups = followups_backfill(patient_ids=[plan.patient.pk for plan in plans])
         attempts = self._work_the_lists(plans, followups)
         messages = self._outreach(plans)
+        history = seed_recall_history(self, _recorded_by)
         self._import_sources()
 
         counts: Counter[str] = Counter(
@@ -263,6 +265,7 @@ class DemoSeeder:
             attempts=len(attempts),
         )
         counts.update(messages)
+        counts.update(history)
         counts.update(f"patient:{plan.patient.status}" for plan in plans)
         counts.update(f"visit:{appointment.status}" for appointment in self.appointments)
         counts.update(
