@@ -251,3 +251,23 @@ def test_a_calendar_export_adds_visits_to_people_found_by_name(source, austin):
     assert visit.start.astimezone(austin.tz) == dt.datetime(2026, 12, 15, 9, 0, tzinfo=austin.tz)
     again = import_file(source=source, path=DEMO / "google-calendar-export.csv", dry_run=False)
     assert again.counts["appointments_unchanged"] == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_growing_import_refreshes_the_planners_statistics(source, monkeypatch, dry_run):
+    """ANALYZE at 2, 4, 8… rows here (5,000, 10,000, … in real life), in the dry
+    run's transaction as well as between the import's chunks."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from imports import engine
+
+    monkeypatch.setattr(engine, "CHUNK", 2)
+    monkeypatch.setattr(engine, "ANALYZE_FIRST", 2)
+    with CaptureQueriesContext(connection) as captured:
+        batch = import_file(source=source, path=SPREADSHEET, dry_run=dry_run)
+    assert batch.counts["new"] == 7
+    analyzed = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("ANALYZE")]
+    assert len(analyzed) == 3  # after rows 2, 4 and 8 (8 rows in the file)
+    assert '"patients_patient"' in analyzed[0]
