@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery, Task
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "practicecrm.settings")
 
@@ -26,3 +27,16 @@ class SystemActorTask(Task):
 app = Celery("practicecrm", task_cls=SystemActorTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _close_old_connections(**kwargs) -> None:
+    """Before and after each task, what Django does around each request: drop a
+    connection that is broken or older than CONN_MAX_AGE, keep the others.
+
+    With CELERY_DB_REUSE_MAX set, Celery no longer closes them itself.
+    """
+    from django.db import close_old_connections
+
+    close_old_connections()

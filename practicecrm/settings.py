@@ -218,7 +218,16 @@ if CELERY_BROKER_URL == "filesystem://":
         "control_folder": str(VAR_DIR / "celery" / "control"),
     }
 CELERY_TASK_IGNORE_RESULT = True
+# The outbox (issue #7): the dispatcher queues one send task per REMINDERS_SEND_BATCH
+# rows; the task claims, checks and records them together, and has up to
+# REMINDERS_SEND_CONCURRENCY of them on their way to Twilio at a time.
+REMINDERS_SEND_BATCH = env.int("REMINDERS_SEND_BATCH", default=50)
+REMINDERS_SEND_CONCURRENCY = env.int("REMINDERS_SEND_CONCURRENCY", default=8)
 CELERY_TASK_ACKS_LATE = True
+# Celery's Django fix-up closes the database connection around every task unless this
+# is set: a new PostgreSQL connection (and backend process) per task. Tasks keep it as
+# requests do instead — CONN_MAX_AGE and health checks apply (practicecrm/celery.py).
+CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

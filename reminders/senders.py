@@ -7,6 +7,7 @@ Django's backend chosen by EMAIL_URL (console by default, SMTP in production).
 """
 
 import datetime as dt
+import functools
 import logging
 import smtplib
 import socket
@@ -18,6 +19,7 @@ import requests
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.message import make_msgid
+from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -54,6 +56,10 @@ class SendError(Exception):
 # Seconds; without one the SDK waits forever and a hung request outlives the worker's
 # claim on the row (reconciliation would then resend what Twilio finally accepted).
 TWILIO_TIMEOUT = 15
+# The SDK logs every request's method, URL and headers at INFO, which the app's INFO
+# root logger would print for each SMS: only its warnings are worth a line.
+_sdk_logger = logging.getLogger(__name__ + ".twilio_sdk")
+_sdk_logger.setLevel(logging.WARNING)
 
 
 def _never_reached(exc: BaseException) -> bool:
@@ -78,9 +84,15 @@ class TwilioSmsSender:
     """Twilio's Messages API through the official SDK."""
 
     def __init__(self, *, account_sid: str, auth_token: str, api_base_url: str = ""):
-        self.client = Client(
-            account_sid, auth_token, http_client=TwilioHttpClient(timeout=TWILIO_TIMEOUT)
-        )
+        http = TwilioHttpClient(timeout=TWILIO_TIMEOUT, logger=_sdk_logger)
+        # One keep-alive connection per concurrent send, reused from message to message
+        # (the SDK pools only https, and only cpu_count + 4 of them).
+        assert http.session is not None
+        for scheme in ("http://", "https://"):
+            http.session.mount(
+                scheme, HTTPAdapter(pool_maxsize=max(settings.REMINDERS_SEND_CONCURRENCY, 10))
+            )
+        self.client = Client(account_sid, auth_token, http_client=http)
         if api_base_url:
             # Tests point the SDK at a local server that speaks Twilio's HTTP API.
             self.client.api.base_url = api_base_url
@@ -183,12 +195,20 @@ class ConsoleSmsSender:
 def sms_sender() -> TwilioSmsSender | ConsoleSmsSender:
     """Twilio when TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are set, else the console."""
     if settings.TWILIO_ACCOUNT_SID and settings.TWILIO_AUTH_TOKEN:
-        return TwilioSmsSender(
-            account_sid=settings.TWILIO_ACCOUNT_SID,
-            auth_token=settings.TWILIO_AUTH_TOKEN,
-            api_base_url=settings.TWILIO_API_BASE_URL,
+        return _twilio_sender(
+            settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, settings.TWILIO_API_BASE_URL
         )
     return ConsoleSmsSender()
+
+
+@functools.lru_cache(maxsize=4)
+def _twilio_sender(account_sid: str, auth_token: str, api_base_url: str) -> TwilioSmsSender:
+    # One per process and account: building the SDK client and its session costs more
+    # than a send, and a fresh one opens a new connection (and TLS handshake) each time.
+    # Thread-safe: requests' session and urllib3's pool serve concurrent sends.
+    return TwilioSmsSender(
+        account_sid=account_sid, auth_token=auth_token, api_base_url=api_base_url
+    )
 
 
 def send_email(

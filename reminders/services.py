@@ -12,13 +12,17 @@ provider may have accepted it (see reminders.reconcile).
 """
 
 import datetime as dt
+import logging
+import os
 import random
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from django.conf import settings
 from django.core import signing
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import connection, transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -27,7 +31,9 @@ from locations.models import Location
 from patients.models import Appointment, Patient
 from patients.services import appointment_save, patient_save
 from reminders.models import InboundMessage, OutboundMessage
-from reminders.senders import SendError, send_email, sms_sender
+from reminders.senders import SendError, SendResult, send_email, sms_sender
+
+logger = logging.getLogger(__name__)
 
 Status = OutboundMessage.Status
 MAX_ATTEMPTS = 5
@@ -39,39 +45,63 @@ def backoff(attempts: int) -> dt.timedelta:
     return dt.timedelta(seconds=random.uniform(ceiling / 2, ceiling))
 
 
-def dispatch_due(*, now: dt.datetime | None = None, limit: int = 500) -> list[int]:
-    """Claim up to `limit` due rows (planned → queued) and enqueue a send for each.
+def dispatch_due(
+    *, now: dt.datetime | None = None, limit: int | None = None, claim_size: int = 1000
+) -> list[int]:
+    """Claim every due row (planned → queued), `claim_size` at a time; queue their sends.
 
     `SKIP LOCKED` lets two dispatchers run at once: each claims rows the other has
-    not locked. Sends are queued only after the claim commits, so a worker never
-    looks for a row that is not yet "queued".
+    not locked. Each claim commits on its own and only then queues its sends, one
+    task per REMINDERS_SEND_BATCH rows, so a worker never looks for a row that is
+    not yet "queued" — and 20,000 rows due at once go out from this one run, with
+    no more than `claim_size` of them locked at a time. `limit` caps one run's rows
+    (None: everything due).
     """
-    from reminders.tasks import send_message
+    from reminders.tasks import send_messages
 
     now = now or timezone.now()
-    with transaction.atomic():
-        due = list(
-            OutboundMessage.objects.select_for_update(skip_locked=True)
-            .filter(status=Status.PLANNED, scheduled_for__lte=now)
-            .order_by("scheduled_for", "id")
-            .values_list("pk", "recipient_id", "kind", "channel")[:limit]
-        )
-        # One send per recipient, kind and channel at a time: the family's other rows
-        # wait for the next run, by which time that send has folded them in (household
-        # grouping) or the cap decides about them.
-        groups: set[tuple] = set()
-        ids = []
-        for pk, recipient_id, kind, channel in due:
-            group = (recipient_id, kind, channel)
-            if recipient_id is None or kind in TRANSACTIONAL or group not in groups:
-                groups.add(group)
-                ids.append(pk)
-        OutboundMessage.objects.filter(pk__in=ids, status=Status.PLANNED).update(
-            status=Status.QUEUED, updated_at=now
-        )
-        for pk in ids:
-            transaction.on_commit(partial(send_message.delay, pk))
-    return ids
+    batch = max(settings.REMINDERS_SEND_BATCH, 1)
+    claimed: list[int] = []
+    # One send per recipient, kind and channel at a time: the family's other rows
+    # wait for the next run, by which time that send has folded them in (household
+    # grouping) or the cap decides about them. So a send task never holds two
+    # messages a household merge would have folded together.
+    groups: set[tuple] = set()
+    after: tuple[dt.datetime, int] | None = None
+    while limit is None or len(claimed) < limit:
+        size = claim_size if limit is None else min(claim_size, limit - len(claimed))
+        with transaction.atomic():
+            due = OutboundMessage.objects.select_for_update(skip_locked=True).filter(
+                status=Status.PLANNED, scheduled_for__lte=now
+            )
+            if after is not None:
+                # Past the rows this run has seen: the ones it held back stay planned.
+                due = due.filter(
+                    Q(scheduled_for__gt=after[0]) | Q(scheduled_for=after[0], pk__gt=after[1])
+                )
+            rows = list(
+                due.order_by("scheduled_for", "id").values_list(
+                    "pk", "scheduled_for", "recipient_id", "kind", "channel"
+                )[:size]
+            )
+            if not rows:
+                break
+            after = (rows[-1][1], rows[-1][0])
+            ids = []
+            for pk, _, recipient_id, kind, channel in rows:
+                group = (recipient_id, kind, channel)
+                if recipient_id is None or kind in TRANSACTIONAL or group not in groups:
+                    groups.add(group)
+                    ids.append(pk)
+            OutboundMessage.objects.filter(pk__in=ids, status=Status.PLANNED).update(
+                status=Status.QUEUED, updated_at=now
+            )
+            for start in range(0, len(ids), batch):
+                transaction.on_commit(partial(send_messages.delay, ids[start : start + batch]))
+        claimed += ids
+        if len(rows) < size:
+            break
+    return claimed
 
 
 TRANSACTIONAL = {
@@ -94,54 +124,245 @@ MAX_UNREACHABLE_RETRIES = 2
 
 
 def message_send(*, message_id: int, now: dt.datetime | None = None) -> str:
-    """Send one queued row; returns its new status (or "skipped" if not ours to send).
+    """Send one queued row; returns its new status (or "skipped" if not ours to send)."""
+    return messages_send(message_ids=[message_id], now=now)[message_id]
 
-    The claim (queued → sending) commits first. Then, with the recipient's row
-    locked so two workers cannot both pass the frequency cap, the message is
-    checked once more — consent, opt-out, quiet hours, cap, household — and only
-    then handed to the provider, outside any transaction.
+
+def messages_send(*, message_ids: Sequence[int], now: dt.datetime | None = None) -> dict[int, str]:
+    """Send queued rows; returns each one's new status ("skipped": not ours to send).
+
+    The claim (queued → sending, one conditional UPDATE for them all) commits
+    first. Then, in one transaction with the recipients' rows locked, so two
+    workers cannot both pass the frequency cap, every row is checked once more —
+    consent, opt-out, quiet hours, cap, household — and its words rendered as of
+    now. Only then, outside any transaction, do they go to the provider, a few at
+    a time over kept-alive connections; what it took is recorded in one UPDATE
+    fenced by attempt. One commit per step, not three per message: on PostgreSQL a
+    commit waits for the disk, and that wait was most of a message's cost.
     """
     now = now or timezone.now()
-    claimed = OutboundMessage.objects.filter(pk=message_id, status=Status.QUEUED).update(
-        status=Status.SENDING, attempts=F("attempts") + 1, updated_at=now
-    )
+    results: dict[int, str] = dict.fromkeys(message_ids, "skipped")
+    claimed = _claim(message_ids, now)
     if not claimed:
-        # Another delivery of this task, or a row cancelled meanwhile: nothing to do.
-        return "skipped"
-    with transaction.atomic():
-        message = OutboundMessage.objects.select_related("location").get(pk=message_id)
-        if message.recipient_id:
-            # Serialises the cap check of two workers sending to the same person.
-            list(Patient.objects.select_for_update().filter(pk=message.recipient_id).values("pk"))
-        verdict = _verdict(message, now) if message.kind not in TRANSACTIONAL else None
-        if verdict is not None:
-            status, fields = verdict
-            return _finish(message, status=status, **fields)
-        if message.kind not in TRANSACTIONAL:
-            _final_text(message, now)
-    if message.location.shadow_mode:
-        return _finish(message, status=Status.SHADOW, sent_at=now)
+        # Another delivery of this task, or rows cancelled meanwhile: nothing to do.
+        return results
     try:
-        if message.channel == OutboundMessage.Channel.SMS:
-            result = sms_sender().send(
-                to=message.to,
-                body=message.body,
-                sender=message.sender,
-                status_callback=_status_callback_url(),
-            )
+        outgoing = _check(claimed, now, results)
+    except Exception:
+        if len(claimed) == 1:
+            raise
+        # One row's checks failed: the others still go, each checked on its own. A
+        # row whose checks fail stays "sending" — as a crash would leave it — and is
+        # settled by reconciliation.
+        logger.exception("Checking outbox rows %s together failed; one at a time", list(claimed))
+        outgoing = []
+        for pk, recipient_id in claimed.items():
+            try:
+                outgoing += _check({pk: recipient_id}, now, results)
+            except Exception:
+                logger.exception("Outbox row %s could not be checked; left sending", pk)
+                results[pk] = Status.SENDING
+    shadow = [m for m in outgoing if m.location.shadow_mode]
+    _finish_sent([(m, "") for m in shadow], status=Status.SHADOW, now=now)
+    results.update((m.pk, Status.SHADOW) for m in shadow)
+    sent, unexpected = [], None
+    for message, outcome in _deliver([m for m in outgoing if not m.location.shadow_mode]):
+        if isinstance(outcome, SendResult):
+            sent.append((message, outcome.provider_id))
+            results[message.pk] = Status.SENT
+        elif isinstance(outcome, SendError):
+            results[message.pk] = _failed(message, outcome)
         else:
-            unsubscribe = unsubscribe_url(message)
-            result = send_email(
-                to=message.to,
-                subject=message.subject,
-                text=message.body + (f"\n\nUnsubscribe: {unsubscribe}" if unsubscribe else ""),
-                html=message.html_body or _email_html(message, unsubscribe),
-                from_email=message.sender,
-                unsubscribe_url=unsubscribe,
+            # A bug, not the provider's answer: the row stays "sending" (reconciled
+            # later) and the task fails loudly, once the others are recorded.
+            unexpected = unexpected or outcome
+    _finish_sent(sent, status=Status.SENT, now=now)
+    if unexpected is not None:
+        raise unexpected
+    return results
+
+
+def _claim(message_ids: Sequence[int], now: dt.datetime) -> dict[int, int | None]:
+    """queued → sending (attempt + 1) for those still queued; {id: recipient id}.
+
+    One UPDATE … RETURNING: of two workers (or one task delivered twice) exactly one
+    moves each row, and only that one sends it.
+    """
+    if not message_ids:
+        return {}
+    table = connection.ops.quote_name(OutboundMessage._meta.db_table)
+    marks = ", ".join(["%s"] * len(message_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET status = %s, attempts = attempts + 1, updated_at = %s "
+            f"WHERE status = %s AND id IN ({marks}) RETURNING id, recipient_id",
+            [
+                Status.SENDING,
+                connection.ops.adapt_datetimefield_value(now),
+                Status.QUEUED,
+                *message_ids,
+            ],
+        )
+        return dict(cursor.fetchall())
+
+
+def _check(
+    claimed: dict[int, int | None], now: dt.datetime, results: dict[int, str]
+) -> list[OutboundMessage]:
+    """Check claimed rows again and write their final words; returns those to send.
+
+    Rows that may not go now leave "sending" here (suppressed, deferred…), with
+    their status in `results`.
+    """
+    outgoing = []
+    with transaction.atomic():
+        # Serialises the cap check of two workers sending to the same person; in id
+        # order, so that two batches never wait for each other in a circle. The rows
+        # read under the lock are the ones checked: consent, opt-out, status.
+        people = {
+            p.pk: p
+            for p in Patient.objects.select_for_update()
+            .filter(pk__in=sorted({r for r in claimed.values() if r is not None}))
+            .order_by("pk")
+            .prefetch_related("consents")
+        }
+        messages = list(
+            OutboundMessage.objects.filter(pk__in=claimed)
+            .select_related("location", "appointment", "followup")
+            .order_by("pk")
+        )
+        others = {m.patient_id for m in messages} - people.keys()
+        if others:  # patients whose messages go to someone else (their household's contact)
+            people.update(Patient.objects.prefetch_related("consents").in_bulk(others))
+        for message in messages:
+            message.patient = people[message.patient_id]
+            if message.recipient_id is not None:
+                message.recipient = people[message.recipient_id]
+        checked = [m for m in messages if m.kind not in TRANSACTIONAL]
+        history = _cap_history(checked, now)
+        for message in messages:
+            if message.kind in TRANSACTIONAL:
+                outgoing.append(message)
+                continue
+            sent = history[(message.recipient or message.patient).pk]
+            verdict = _verdict(message, now, history=sent)
+            if verdict is not None:
+                status, fields = verdict
+                results[message.pk] = _finish(message, status=status, **fields)
+                continue
+            sent.append(None)  # going out now: it counts for the next one to this person
+            outgoing.append(message)
+        siblings = _household_siblings([m for m in outgoing if m.kind not in TRANSACTIONAL], now)
+        templates: dict[tuple, tuple] = {}
+        reworded = [
+            m
+            for m in outgoing
+            if m.kind not in TRANSACTIONAL
+            and _final_text(m, now, siblings.get(m.pk, []), templates)
+        ]
+        _update_rows("subject = %s, body = %s", "", [(m.subject, m.body, m.pk) for m in reworded])
+    return outgoing
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _deliver(
+    messages: list[OutboundMessage],
+) -> list[tuple[OutboundMessage, SendResult | Exception]]:
+    """Hand messages to the provider, REMINDERS_SEND_CONCURRENCY at a time.
+
+    Each pair holds what the provider answered, or the exception it raised.
+    Sending is waiting on the network; threads overlap those waits while the
+    provider's rate stays the only limit.
+    """
+    calls = [_send_call(m) for m in messages]
+    if len(calls) < 2:
+        return [(m, _attempt(call)) for m, call in zip(messages, calls, strict=True)]
+    # One pool per process: a prefork child must not inherit its parent's threads.
+    pool = _pools.get(os.getpid())
+    if pool is None:
+        pool = _pools[os.getpid()] = ThreadPoolExecutor(
+            max_workers=settings.REMINDERS_SEND_CONCURRENCY, thread_name_prefix="outbox-send"
+        )
+    return list(zip(messages, pool.map(_attempt, calls), strict=True))
+
+
+def _attempt(call: Callable[[], SendResult]) -> SendResult | Exception:
+    try:
+        return call()
+    except Exception as exc:  # SendError: the provider's answer; anything else: a bug
+        return exc
+
+
+def _send_call(message: OutboundMessage) -> Callable[[], SendResult]:
+    """The provider call for one message, built here: the threads touch no database."""
+    if message.channel == OutboundMessage.Channel.SMS:
+        return partial(
+            sms_sender().send,
+            to=message.to,
+            body=message.body,
+            sender=message.sender,
+            status_callback=_status_callback_url(),
+        )
+    unsubscribe = unsubscribe_url(message)
+    return partial(
+        send_email,
+        to=message.to,
+        subject=message.subject,
+        text=message.body + (f"\n\nUnsubscribe: {unsubscribe}" if unsubscribe else ""),
+        html=message.html_body or _email_html(message, unsubscribe),
+        from_email=message.sender,
+        unsubscribe_url=unsubscribe,
+    )
+
+
+def _finish_sent(sent: list[tuple[OutboundMessage, str]], *, status: str, now: dt.datetime) -> None:
+    """Record rows the provider took (or shadow mode recorded), all in one go.
+
+    Like `_finish`, each row leaves "sending" only if it is still the attempt that
+    claimed it.
+    """
+    updated = connection.ops.adapt_datetimefield_value(timezone.now())
+    at = connection.ops.adapt_datetimefield_value(now)
+    if connection.vendor == "postgresql" and len(sent) > 1:
+        # One statement for the batch: each row's sid and attempt from a VALUES list.
+        table = connection.ops.quote_name(OutboundMessage._meta.db_table)
+        values = ", ".join(["(%s::bigint, %s::integer, %s)"] * len(sent))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} AS m SET status = %s, sent_at = %s, updated_at = %s, "
+                f"provider_id = v.provider_id FROM (VALUES {values}) AS v(id, attempts, "
+                "provider_id) WHERE m.id = v.id AND m.status = %s AND m.attempts = v.attempts",
+                [
+                    str(status),
+                    at,
+                    updated,
+                    *(value for m, pid in sent for value in (m.pk, m.attempts, pid)),
+                    str(Status.SENDING),
+                ],
             )
-    except SendError as exc:
-        return _failed(message, exc)
-    return _finish(message, status=Status.SENT, provider_id=result.provider_id, sent_at=now)
+        return
+    _update_rows(
+        "status = %s, provider_id = %s, sent_at = %s, updated_at = %s",
+        "status = %s AND attempts = %s",
+        [(str(status), pid, at, updated, m.pk, str(Status.SENDING), m.attempts) for m, pid in sent],
+    )
+
+
+def _update_rows(assignments: str, condition: str, rows: list[tuple]) -> None:
+    """UPDATE … SET `assignments` WHERE id = %s AND `condition`, once per row of
+    parameters, sent together (psycopg pipelines executemany).
+
+    For a batch of rows each getting its own values: one UPDATE … CASE built by
+    the ORM costs more to compile than these cost to run.
+    """
+    if not rows:
+        return
+    table = connection.ops.quote_name(OutboundMessage._meta.db_table)
+    where = f"id = %s AND {condition}" if condition else "id = %s"
+    with connection.cursor() as cursor:
+        cursor.executemany(f"UPDATE {table} SET {assignments} WHERE {where}", rows)
 
 
 def _status_callback_url() -> str:
@@ -175,18 +396,19 @@ def _email_html(message: OutboundMessage, unsubscribe: str) -> str:
     )
 
 
-def _verdict(message: OutboundMessage, now: dt.datetime) -> tuple[str, dict] | None:
-    """None if the message may go now; else the status and fields to leave "sending" with."""
+def _verdict(
+    message: OutboundMessage, now: dt.datetime, *, history: list[dt.datetime | None]
+) -> tuple[str, dict] | None:
+    """None if the message may go now; else the status and fields to leave "sending" with.
+
+    `history` is when the recipient's other counted messages went out (see `_cap_history`).
+    """
     from reminders import planning
 
     Kind = OutboundMessage.Kind
     location = message.location
     if message.kind == Kind.APPOINTMENT_REMINDER:
-        appointment = (
-            Appointment.objects.filter(pk=message.appointment_id or 0)
-            .only("status", "start")
-            .first()
-        )
+        appointment = message.appointment  # read after the recipient's lock, with the row
         if appointment is None or appointment.status not in planning.BOOKED:
             label = appointment.get_status_display().lower() if appointment else "deleted"
             return Status.CANCELLED, {"reason": f"Appointment {label}"}
@@ -224,7 +446,7 @@ def _verdict(message: OutboundMessage, now: dt.datetime) -> tuple[str, dict] | N
             "scheduled_for": later,
             "reason": planning.deferral_note(location, later),
         }
-    over = _over_cap(recipient, location, now, exclude=message.pk)
+    over = _over_cap(history, location, now)
     if over:
         if message.kind == Kind.RECALL:
             local = now.astimezone(location.tz).date() + dt.timedelta(days=1)
@@ -239,18 +461,44 @@ def _verdict(message: OutboundMessage, now: dt.datetime) -> tuple[str, dict] | N
     return None
 
 
-def _over_cap(recipient: Patient, location: Location, now: dt.datetime, *, exclude: int) -> str:
-    """The cap this recipient has reached ("" if another message may go out)."""
-    counted = OutboundMessage.objects.filter(recipient=recipient, status__in=COUNTED).exclude(
-        kind__in=TRANSACTIONAL
+def _cap_history(
+    messages: list[OutboundMessage], now: dt.datetime
+) -> dict[int, list[dt.datetime | None]]:
+    """For each recipient of `messages`: when the messages that count for the cap went out.
+
+    None stands for a message going out right now ("sending" rows have no sent_at
+    yet; they count). One query for a batch; the batch's own rows are left out —
+    each is added as it passes its checks, as if they had been sent one by one.
+    """
+    history: dict[int, list[dt.datetime | None]] = {
+        (m.recipient or m.patient).pk: [] for m in messages
+    }
+    if not history:
+        return history
+    rows = (
+        OutboundMessage.objects.filter(recipient_id__in=history, status__in=COUNTED)
+        .exclude(kind__in=TRANSACTIONAL)
+        .exclude(pk__in=[m.pk for m in messages])
+        # The week's window holds the day's: the day starts less than 7 days ago.
+        .filter(
+            Q(sent_at__gte=now - dt.timedelta(days=7))
+            | Q(sent_at__isnull=True, status=Status.SENDING)
+        )
+        .values_list("recipient_id", "sent_at")
     )
-    counted = counted.exclude(pk=exclude)
+    for recipient_id, sent_at in rows:
+        history[recipient_id].append(sent_at)
+    return history
+
+
+def _over_cap(history: list[dt.datetime | None], location: Location, now: dt.datetime) -> str:
+    """The cap this recipient has reached ("" if another message may go out)."""
     local = now.astimezone(location.tz)
     day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    # "sending" rows have no sent_at yet; they are going out now, so they count.
-    sent_since = lambda moment: counted.filter(  # noqa: E731
-        Q(sent_at__gte=moment) | Q(sent_at__isnull=True, status=Status.SENDING)
-    ).count()
+
+    def sent_since(moment: dt.datetime) -> int:
+        return sum(1 for sent_at in history if sent_at is None or sent_at >= moment)
+
     if sent_since(day_start) >= location.cap_per_day:
         n = location.cap_per_day
         return f"Frequency cap: {n} message{'s' if n != 1 else ''} a day already sent"
@@ -259,58 +507,123 @@ def _over_cap(recipient: Patient, location: Location, now: dt.datetime, *, exclu
     return ""
 
 
-def _final_text(message: OutboundMessage, now: dt.datetime) -> None:
-    """Write the words as of now: today's template, names, and the family's merge.
+def _final_text(
+    message: OutboundMessage,
+    now: dt.datetime,
+    siblings: list[OutboundMessage],
+    templates: dict[tuple, tuple] | None = None,
+) -> bool:
+    """Set the words as of now: today's template, names, and the family's merge.
 
     Rendered again at send time so that a template edited, or a name corrected,
-    after planning is what the patient reads.
+    after planning is what the patient reads. Returns whether they changed (the
+    caller saves them, for the whole batch at once). `templates` keeps the
+    templates looked up for a batch: one query per kind, channel, language and
+    location rather than one per message.
     """
-    from reminders.templating import render
+    from reminders import templating
 
     recipient = message.recipient or message.patient
-    names, when = _merge_household(message, now)
-    text = render(
-        kind=message.kind,
-        channel=message.channel,
-        language=recipient.language,
-        location=message.location,
+    names, when = _merge_household(message, now, siblings)
+    kind, channel, language, location = (
+        message.kind,
+        message.channel,
+        recipient.language,
+        message.location,
+    )
+    key = (kind, channel, language, location.pk)
+    templates = {} if templates is None else templates
+    if key not in templates:
+        templates[key] = templating.template_for(
+            kind=kind, channel=channel, language=language, location=location
+        )
+    subject, body, row = templates[key]
+    # As templating.render does, from the template found (which it looks up itself).
+    lang = (
+        row.language
+        if row is not None
+        else (language if (kind, channel, language) in templating.DEFAULTS else "en")
+    )
+    values = templating.values_for(
+        location=location,
         first_name=", ".join(names[:-1]) + f" & {names[-1]}" if len(names) > 1 else names[0],
+        language=lang,
+        channel=channel,
         when=when,
     )
-    if (text.subject, text.body) != (message.subject, message.body):
-        message.subject, message.body = text.subject, text.body
-        OutboundMessage.objects.filter(pk=message.pk).update(subject=text.subject, body=text.body)
+    text = templating.fill(body, values).strip()
+    new_subject = templating.fill(subject, values).strip()
+    new_body = templating.gsm_friendly(text) if channel == OutboundMessage.Channel.SMS else text
+    if (new_subject, new_body) == (message.subject, message.body):
+        return False
+    message.subject, message.body = new_subject, new_body
+    return True
+
+
+def _household_siblings(
+    messages: list[OutboundMessage], now: dt.datetime
+) -> dict[int, list[OutboundMessage]]:
+    """The family's rows each message may fold in (see `_merge_household`), locked.
+
+    Rows of the same kind and channel for other patients, going to the same
+    recipient later today and not claimed by anyone. Looked for with one plain
+    query for the batch; only the few found are then locked (SKIP LOCKED, as a
+    dispatcher may hold them) and checked again.
+    """
+    wanted: dict[tuple, tuple[OutboundMessage, dt.datetime]] = {}
+    for message in messages:
+        location = message.location
+        key = (message.recipient_id, message.kind, message.channel)
+        # The dispatcher queues one row per key and run; were there two, the first
+        # folds the family in and the second finds nothing left, as one by one.
+        if not message.recipient_id or not location.household_grouping or key in wanted:
+            continue
+        local_day_end = (now.astimezone(location.tz) + dt.timedelta(days=1)).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        wanted[key] = (message, local_day_end)
+    if not wanted:
+        return {}
+
+    def owner(row: OutboundMessage) -> OutboundMessage | None:
+        message, day_end = wanted.get((row.recipient_id, row.kind, row.channel), (None, now))
+        if message is None or row.patient_id == message.patient_id or row.scheduled_for >= day_end:
+            return None
+        return message
+
+    pending = [Status.PLANNED, Status.QUEUED]
+    candidates = [
+        row.pk
+        for row in OutboundMessage.objects.filter(
+            recipient_id__in={key[0] for key in wanted}, status__in=pending
+        ).only("recipient_id", "kind", "channel", "patient_id", "scheduled_for")
+        if owner(row)
+    ]
+    if not candidates:
+        return {}
+    found: dict[int, list[OutboundMessage]] = {}
+    for sibling in (
+        OutboundMessage.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(pk__in=candidates, status__in=pending)
+        .select_related("patient", "appointment")
+        .order_by("scheduled_for", "id")
+    ):
+        if (mine := owner(sibling)) is not None:
+            found.setdefault(mine.pk, []).append(sibling)
+    return found
 
 
 def _merge_household(
-    message: OutboundMessage, now: dt.datetime
+    message: OutboundMessage, now: dt.datetime, siblings: list[OutboundMessage]
 ) -> tuple[list[str], dt.datetime | dt.date | None]:
     """Fold the family's other messages of today into this one (household grouping).
 
-    Rows of the same kind and channel for other patients, going to the same
-    recipient later today, are suppressed as merged; this message names everyone.
-    Returns the names to greet and the date (and time) to mention.
+    `siblings` (from `_household_siblings`) are suppressed as merged; this message
+    names everyone. Returns the names to greet and the date (and time) to mention.
     """
     names = [message.patient.preferred_name or message.patient.first_name]
     when = _when(message)
     location = message.location
-    if not message.recipient_id or not location.household_grouping:
-        return names, when
-    local_day_end = (now.astimezone(location.tz) + dt.timedelta(days=1)).replace(
-        hour=0, minute=0, second=0, microsecond=0
-    )
-    siblings = list(
-        OutboundMessage.objects.select_for_update(skip_locked=True, of=("self",))
-        .filter(
-            recipient_id=message.recipient_id,
-            kind=message.kind,
-            channel=message.channel,
-            status__in=[Status.PLANNED, Status.QUEUED],
-            scheduled_for__lt=local_day_end,
-        )
-        .exclude(patient_id=message.patient_id)
-        .select_related("patient", "appointment")
-    )
     if message.appointment is not None:
         # One visit day per message: the family's visits that day, earliest time first.
         day = message.appointment.start.astimezone(location.tz).date()

@@ -1,10 +1,12 @@
-"""Celery tasks of the outbox: the per-minute dispatcher and the per-message send."""
+"""Celery tasks of the outbox: the per-minute dispatcher and the sends it queues."""
+
+from collections import Counter
 
 from celery import shared_task
 
 from reminders.reconcile import reconcile_stale_sending
 from reminders.recovery import requeue_stale_queued
-from reminders.services import dispatch_due, message_send
+from reminders.services import dispatch_due, message_send, messages_send
 
 
 @shared_task
@@ -14,8 +16,17 @@ def dispatch_reminders() -> int:
 
 
 @shared_task
+def send_messages(message_ids: list[int]) -> dict[str, int]:
+    """Send a batch of outbox rows (the dispatcher's); returns how many ended how.
+
+    Safe to deliver twice: each row is claimed by one delivery only.
+    """
+    return dict(Counter(str(status) for status in messages_send(message_ids=message_ids).values()))
+
+
+@shared_task
 def send_message(message_id: int) -> str:
-    """Send one outbox row. Safe to deliver twice: only one delivery can claim it."""
+    """Send one outbox row (replies to a patient's SMS). Safe to deliver twice."""
     return message_send(message_id=message_id)
 
 

@@ -190,6 +190,12 @@ def _sent_matches(sent: dt.datetime | None, query: dict[str, str]) -> bool:
     return True
 
 
+class _Server(ThreadingHTTPServer):
+    # A worker pool opens its connections all at once; socketserver's listen backlog
+    # of 5 would refuse some of them.
+    request_queue_size = 128
+
+
 @dataclass
 class TwilioSim:
     account_sid: str
@@ -497,6 +503,14 @@ class TwilioSim:
         sim = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as Twilio's API: a client reuses its connection from message to
+            # message instead of a TCP handshake (and a server thread) per request. Every
+            # answer carries a Content-Length, which HTTP/1.1 needs to find its end.
+            protocol_version = "HTTP/1.1"
+            # Headers and body leave in two writes: without TCP_NODELAY the second waits
+            # for the client's delayed ACK (40 ms) on a kept-alive connection.
+            disable_nagle_algorithm = True
+
             def log_message(self, *args):  # keep test output quiet
                 pass
 
@@ -581,7 +595,7 @@ class TwilioSim:
                     sim._schedule(message)
                 self._reply(status, body)
 
-        self._http = ThreadingHTTPServer((host, port), Handler)
+        self._http = _Server((host, port), Handler)
         self._http.daemon_threads = True
         self.url = f"http://{host}:{self._http.server_address[1]}"
         threading.Thread(

@@ -12,6 +12,7 @@ another run on the same Redis database) never reaches their worker. The Redis
 restart test runs its own redis-server: the shared one on 6379 is not ours to stop.
 """
 
+import ast
 import contextlib
 import datetime as dt
 import itertools
@@ -46,7 +47,7 @@ from reminders.models import OutboundMessage
 from reminders.reconcile import reconcile_stale_sending
 from reminders.recovery import requeue_stale_queued
 from reminders.services import dispatch_due
-from reminders.tasks import dispatch_reminders, send_message
+from reminders.tasks import dispatch_reminders, send_message, send_messages
 from reminders.twilio_sim import TwilioSim
 from tests.factories import PatientFactory
 
@@ -56,8 +57,11 @@ Status = OutboundMessage.Status
 # A reply the practice owes the patient: sent whatever the consent, quiet hours and
 # caps (tested with planning), so only the outbox's machinery decides what happens.
 TRANSACTIONAL = OutboundMessage.Kind.CONFIRMATION_REPLY
-# What the worker logs when a task returns, e.g. "… send_message[<id>] succeeded in 0.02s: 'sent'".
+# What the worker logs when a task returns, e.g. "… send_message[<id>] succeeded in 0.02s: 'sent'"
+# for one message, "… send_messages[<id>] succeeded in 0.1s: {'sent': 30}" for the dispatcher's.
 SENT, SKIPPED = r"send_message\[.*succeeded.*: 'sent'", r"send_message\[.*succeeded.*: 'skipped'"
+BATCH = r"send_messages\[.*succeeded.*?: (\{.*\})"
+BATCH_SKIPPED = r"send_messages\[.*succeeded.*'skipped': [1-9]"
 DISPATCHED = r"dispatch_reminders\[.*succeeded"
 SID, TOKEN = "AC" + "4" * 32, "worker-test-token"
 CELERY = Path(sys.executable).with_name("celery")
@@ -177,6 +181,14 @@ def twilio(settings):
     server.stop()
 
 
+def batch_totals(worker: "Worker") -> Counter:
+    """How the rows of every batch send task the worker finished ended, added up."""
+    totals: Counter = Counter()
+    for result in re.findall(BATCH, worker.log()):
+        totals.update(ast.literal_eval(result))
+    return totals
+
+
 def sent_per_key(server) -> Counter:
     """How many SMS the Twilio server took for each idempotency key (it is in the body)."""
     return Counter(form["Body"].removeprefix("Reminder ") for form in server.received)
@@ -261,8 +273,11 @@ def start_worker(transactional_db, twilio, tmp_path) -> Iterator[Callable[..., W
     _, gate = twilio
     started: list[Worker] = []
 
-    def start(*, queue: str, broker: str = django_settings.CELERY_BROKER_URL) -> Worker:
+    def start(
+        *, queue: str, broker: str = django_settings.CELERY_BROKER_URL, **settings: str
+    ) -> Worker:
         env = {
+            **settings,
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "practicecrm.settings",
             # This checkout's code, whatever else is installed or wherever pytest runs.
@@ -355,8 +370,25 @@ def test_two_dispatchers_at_once_send_every_row_exactly_once(start_worker, queue
     assert sorted(first + second) == sorted(r.pk for r in rows)  # each claimed by one only
     wait_until(lambda: statuses(rows)[Status.SENT] == 30, what="30 rows sent")
     assert sent_per_key(server) == {f"a-{i}": 1 for i in range(30)}
-    worker.wait_for(SENT, count=30)  # one task per row: none was queued twice
-    assert worker.count(SKIPPED) == 0
+    # Each row in one batch task only: none was queued twice.
+    wait_until(lambda: batch_totals(worker)["sent"] == 30, what="the batch tasks to end")
+    assert batch_totals(worker) == {"sent": 30}
+
+
+def test_a_batch_send_task_delivered_twice_sends_each_row_once(start_worker, queue, twilio):
+    server, _ = twilio
+    worker = start_worker(queue=queue)
+    rows = due_rows(20, prefix="e")
+    OutboundMessage.objects.filter(pk__in=[r.pk for r in rows]).update(status=Status.QUEUED)
+
+    ids = [r.pk for r in rows]
+    send_messages.apply_async(args=[ids])
+    send_messages.apply_async(args=[ids[::-1]])  # the broker's "at least once", reordered
+
+    wait_until(lambda: sum(batch_totals(worker).values()) == 40, what="both deliveries to end")
+    assert batch_totals(worker) == {"sent": 20, "skipped": 20}
+    assert statuses(rows) == {Status.SENT: 20}
+    assert sent_per_key(server) == {f"e-{i}": 1 for i in range(20)}
 
 
 def test_a_send_task_delivered_twice_sends_once(start_worker, queue, twilio):
@@ -398,7 +430,7 @@ def test_a_worker_killed_mid_send_is_never_resent_and_is_reconciled(start_worker
         django_settings.CELERY_BROKER_URL, transport_options={"visibility_timeout": 0}
     ) as conn:
         conn.default_channel.qos.restore_visible()
-    second.wait_for(SKIPPED)
+    second.wait_for(BATCH_SKIPPED)  # the dispatcher's send task, redelivered
     row.refresh_from_db()
     assert row.status == Status.SENDING  # not resent: Twilio may have it (it does)
     assert sent_per_key(server) == {"c-0": 1}
@@ -470,7 +502,8 @@ def test_send_tasks_lost_in_a_redis_restart_still_go_out_once(own_redis, start_w
     server, gate = twilio
     held = itertools.count()
     gate.hold = lambda form: next(held) < 2  # the first two sends stay in flight
-    worker = start_worker(queue="celery", broker=own_redis.url)
+    # One row per send task, so that six tasks wait in Redis while two are sent.
+    worker = start_worker(queue="celery", broker=own_redis.url, REMINDERS_SEND_BATCH="1")
     rows = due_rows(8, prefix="d")
 
     def dispatch() -> None:
