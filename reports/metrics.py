@@ -20,16 +20,19 @@ Definitions, in words, are in docs/reports.md. Two rules run through them:
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import (
+    BooleanField,
     Count,
     DateTimeField,
     Exists,
+    ExpressionWrapper,
     F,
     OuterRef,
     Q,
@@ -44,6 +47,7 @@ from followups.models import ContactAttempt, Followup, FollowupType
 from locations.models import Location
 from patients.models import Appointment
 from reminders.models import InboundMessage, OutboundMessage
+from reports import onepass
 from reports.sql import DaysBetween, LocalDate, week_index
 
 Status = Followup.Status
@@ -197,34 +201,56 @@ def followup_filters(scope: Scope) -> dict[str, Q]:
 def followup_rows(scope: Scope) -> QuerySet[Followup]:
     """The follow-ups any follow-up metric can count, with the booking day aliased.
 
-    The prefilter (due in the period, or touched by an attempt, message or booking
-    in a UTC window around it) lets PostgreSQL use indexes instead of testing
-    every follow-up of the locations against every metric.
+    The prefilter — due or lapsing in the period, open and past due, or touched by
+    a booking, attempt or message in a UTC window around it — is one `pk IN` over a
+    UNION ALL of index range scans. Written as an OR on the follow-up row, it had
+    PostgreSQL read every follow-up of the locations and hash every visit to test
+    it (2.5 s of the dashboard's 10 s at 1×; the union takes a few milliseconds).
     """
     since, until = scope.utc_window()
-    touched_attempts = ContactAttempt.objects.filter(
-        attempted_at__gte=since, attempted_at__lt=until
-    ).values("followup_id")
-    touched_messages = OutboundMessage.objects.filter(
-        kind=OutboundMessage.Kind.RECALL, sent_at__gte=since, sent_at__lt=until
-    ).values("followup_id")
-    open_past_due = Q(status__in=OPEN_STATUSES, due_date__lte=scope.end)
-    return (
-        Followup.objects.filter(location_id__in=scope.location_ids)
-        .filter(
-            _in_period("due_date", scope)
-            | open_past_due
-            | _in_period("lapses_on", scope)
-            | Q(
-                scheduled_appointment__created_at__gte=since,
-                scheduled_appointment__created_at__lt=until,
-            )
-            | Q(pk__in=touched_attempts)
-            | Q(pk__in=touched_messages)
-        )
-        .alias(
-            booked_day=LocalDate(F("scheduled_appointment__created_at"), F("location__time_zone"))
-        )
+    mine = Followup.objects.filter(location_id__in=scope.location_ids)
+    candidates = (
+        mine.filter(_in_period("due_date", scope)),
+        mine.filter(status__in=OPEN_STATUSES, due_date__lte=scope.end),
+        mine.filter(_in_period("lapses_on", scope)),
+        mine.filter(
+            scheduled_appointment__created_at__gte=since,
+            scheduled_appointment__created_at__lt=until,
+        ),
+    )
+    return _followups_among(
+        scope, *(qs.order_by().values("pk") for qs in candidates), *_touched(since, until)
+    )
+
+
+def _touched(since: dt.datetime, until: dt.datetime) -> tuple[QuerySet, QuerySet]:
+    """Ids of follow-ups with an attempt, or a recall message sent, in [since, until)."""
+    attempts = ContactAttempt.objects.filter(attempted_at__gte=since, attempted_at__lt=until)
+    messages = OutboundMessage.objects.filter(
+        kind=OutboundMessage.Kind.RECALL,
+        followup__isnull=False,
+        sent_at__gte=since,
+        sent_at__lt=until,
+    )
+    return attempts.order_by().values("followup_id"), messages.order_by().values("followup_id")
+
+
+def _followups_among(scope: Scope, first: QuerySet, *more: QuerySet) -> QuerySet[Followup]:
+    return Followup.objects.filter(
+        location_id__in=scope.location_ids, pk__in=first.union(*more, all=True)
+    ).alias(booked_day=LocalDate(F("scheduled_appointment__created_at"), F("location__time_zone")))
+
+
+def booked_rows(scope: Scope) -> QuerySet[Followup]:
+    """Follow-ups booked from recall on a day of the period.
+
+    Booked from recall implies a contact at most the attribution window before the
+    booking, so the candidates are only the follow-ups contacted since then: a
+    far smaller set than followup_rows() for the weeks of the trend chart.
+    """
+    since, until = scope.utc_window()
+    return _followups_among(scope, *_touched(since - scope.attribution, until)).filter(
+        followup_filters(scope)["booked"]
     )
 
 
@@ -237,6 +263,8 @@ def _followup_counts(scope: Scope) -> dict[tuple[int, int], dict[str, Any]]:
     Locations and types are few (configuration, not patients), so adding the
     cells up by location and by type happens here, not in a second query.
     """
+    if onepass.available():
+        return onepass.followup_tally(scope, scope, scope.start).cells
     filters = followup_filters(scope)
     counts = {name: Count("pk", filter=filters[name]) for name in FOLLOWUP_METRICS}
     overdue_days = Greatest(DaysBetween(F("booked_day"), F("due_date")), Value(0))
@@ -309,9 +337,15 @@ class RecallTables:
     by_type: list[RecallLine]
 
 
-def recall_tables(scope: Scope) -> RecallTables:
-    """Recall by location, in total and by follow-up type (two queries)."""
-    cells = _followup_counts(scope)
+def recall_tables(scope: Scope, tallies: "Tallies | None" = None) -> RecallTables:
+    """Recall by location, in total and by follow-up type (two queries).
+
+    `tallies`: from dashboard_tallies(), when the caller has them.
+    """
+    if tallies is not None and tallies.followups is not None:
+        cells = tallies.followups.cells
+    else:
+        cells = _followup_counts(scope)
     by_location = _sum_by(cells, 0)
     lines = _lines(((loc.pk, loc.name) for loc in scope.locations), by_location)
     by_type = _sum_by(cells, 1)
@@ -332,15 +366,35 @@ def recall_by_type(scope: Scope) -> list[RecallLine]:
     return recall_tables(scope).by_type
 
 
-def staff_conversion(scope: Scope) -> list[RecallLine]:
+def staff_conversion(scope: Scope, tallies: "Tallies | None" = None) -> list[RecallLine]:
     """Per staff member: follow-ups they tried in the period, and those booked after.
 
     Messages have no author, so this is attempts only: a follow-up counts as
     converted for the colleague whose attempt in the period it was booked within
-    the window after.
+    the window after. `tallies`: from dashboard_tallies(), when the caller has them
+    (on PostgreSQL they hold the counts, and only the names are read here).
     """
+    if tallies is not None and tallies.followups is not None:
+        counts = tallies.followups.staff
+        # Ties in the database's username order, as the ORM query below sorts them.
+        users = get_user_model().objects.filter(pk__in=list(counts)).order_by("username")
+        staff = [
+            RecallLine(
+                key=user.pk,
+                label=user.get_full_name().strip() or user.username,
+                contacted=counts[user.pk][0],
+                converted=counts[user.pk][1],
+            )
+            for user in users.only("first_name", "last_name", "username")
+        ]
+        return sorted(staff, key=lambda line: -line.contacted)
+    since, until = scope.utc_window()
     rows = (
-        ContactAttempt.objects.filter(followup__location_id__in=scope.location_ids)
+        ContactAttempt.objects.filter(
+            followup__location_id__in=scope.location_ids,
+            attempted_at__gte=since,
+            attempted_at__lt=until,
+        )
         .alias(day=LocalDate(F("attempted_at"), F("followup__location__time_zone")))
         .filter(_in_period("day", scope), staff__isnull=False)
         .values("staff_id", "staff__first_name", "staff__last_name", "staff__username")
@@ -403,14 +457,19 @@ def message_rows(scope: Scope) -> QuerySet[OutboundMessage]:
     """
     since, until = scope.utc_window()
     moment = Coalesce(F("sent_at"), F("scheduled_for"), output_field=DateTimeField())
+    # The moment's UTC range is implied by its local day being in the period; it
+    # is spelled out so PostgreSQL ranges over outbox_location_moment_idx.
     return (
-        OutboundMessage.objects.filter(
+        OutboundMessage.objects.alias(moment=moment)
+        .filter(
             location_id__in=scope.location_ids,
+            moment__gte=since,
+            moment__lt=until,
             kind__in=REMINDER_KINDS,
             scheduled_for__lt=until,
         )
         .filter(Q(sent_at__gte=since) | Q(sent_at__isnull=True, scheduled_for__gte=since))
-        .alias(day=LocalDate(moment, F("location__time_zone")))
+        .alias(day=LocalDate(F("moment"), F("location__time_zone")))
         .filter(_in_period("day", scope))
     )
 
@@ -429,15 +488,63 @@ def message_filters() -> dict[str, Q]:
 MESSAGE_METRICS = ("sent", "delivered", "failed", "suppressed", "shadow")
 
 
-def messages_by_location(scope: Scope) -> dict[int, dict[str, int]]:
-    filters = message_filters()
-    rows = (
-        message_rows(scope)
-        .values("location_id")
-        .annotate(**{name: Count("pk", filter=filters[name]) for name in MESSAGE_METRICS})
-        .order_by()
+TREND_MESSAGE_METRICS = ("sent", "delivered", "failed", "recall_messages")
+
+
+@dataclass
+class Tallies:
+    """What the dashboard's tables and charts share, counted once (dashboard_tallies).
+
+    The outbox's numbers for the period per location and for the chart's weeks
+    (by week index); on PostgreSQL also the follow-up metrics and the chart's
+    bookings and attempts per week (reports.onepass), else None.
+    """
+
+    messages_by_location: dict[int, dict[str, int]]
+    messages_by_week: dict[int, dict[str, int]]
+    followups: "onepass.FollowupTally | None" = None
+
+
+def dashboard_tallies(scope: Scope, weeks: list[dt.date]) -> Tallies:
+    tallies = message_tallies(scope, weeks)
+    if onepass.available():
+        tallies.followups = onepass.followup_tally(scope, _trend_scope(scope, weeks), weeks[0])
+    return tallies
+
+
+def message_tallies(scope: Scope, weeks: list[dt.date]) -> Tallies:
+    """The reminder table's and the weekly charts' message numbers, in one scan.
+
+    They were three queries over the same rows (the period's, and twice the weeks
+    of the chart's). Here the rows of both spans are grouped by (location, week)
+    once, each count filtered to its span, and the groups — locations × weeks, a
+    few hundred — are added up here.
+    """
+    wide = _trend_scope(scope, weeks)
+    hull = Scope(scope.locations, min(scope.start, wide.start), max(scope.end, wide.end), scope.now)
+    flags = message_filters() | {"recall": Q(kind=OutboundMessage.Kind.RECALL)}
+    metrics: dict[str, tuple[str, ...]] = {
+        f"p_{name}": ("period", name) for name in MESSAGE_METRICS
+    }
+    metrics |= {f"w_{name}": ("trend", name) for name in ("sent", "delivered", "failed")}
+    metrics["w_recall_messages"] = ("trend", "sent", "recall")
+    rows = _flag_counts(
+        message_rows(hull),
+        {"location_id": "location_id", "week": week_index(F("day"), weeks[0])},
+        flags,
+        metrics,
+        spans={"period": scope, "trend": wide},
     )
-    return {row.pop("location_id"): row for row in rows}
+    by_location: dict[int, dict[str, int]] = {}
+    by_week: dict[int, dict[str, int]] = {}
+    for row in rows:
+        here = by_location.setdefault(row["location_id"], dict.fromkeys(MESSAGE_METRICS, 0))
+        for name in MESSAGE_METRICS:
+            here[name] += row[f"p_{name}"]
+        week = by_week.setdefault(row["week"], dict.fromkeys(TREND_MESSAGE_METRICS, 0))
+        for name in TREND_MESSAGE_METRICS:
+            week[name] += row[f"w_{name}"]
+    return Tallies(by_location, by_week)
 
 
 def suppressed_reasons(scope: Scope) -> list[dict[str, Any]]:
@@ -462,54 +569,120 @@ def appointment_rows(scope: Scope) -> QuerySet[Appointment]:
     )
 
 
-def appointment_filters(scope: Scope) -> dict[str, Q]:
-    reminded = Q(
-        Exists(
-            OutboundMessage.objects.filter(
-                appointment_id=OuterRef("pk"),
-                kind=OutboundMessage.Kind.APPOINTMENT_REMINDER,
-                status__in=WENT_OUT,
-            )
+def appointment_flags(scope: Scope) -> dict[str, Q]:
+    """What the visit metrics combine: facts about one visit."""
+    reminded = Exists(
+        OutboundMessage.objects.filter(
+            appointment_id=OuterRef("pk"),
+            kind=OutboundMessage.Kind.APPOINTMENT_REMINDER,
+            status__in=WENT_OUT,
         )
     )
-    confirmed = Q(
-        Exists(
-            InboundMessage.objects.filter(
-                confirmed_appointment_id=OuterRef("pk"),
-                action=InboundMessage.Action.CONFIRMED,
-            )
+    confirmed = Exists(
+        InboundMessage.objects.filter(
+            confirmed_appointment_id=OuterRef("pk"),
+            action=InboundMessage.Action.CONFIRMED,
         )
     )
-    # Only visits whose outcome is known: completed or no-show, and already begun.
-    outcome = Q(status__in=ATTENDED, start__lt=scope.now)
-    no_show = Q(status=Appointment.Status.NO_SHOW)
     return {
-        "reminded": reminded,
-        "confirmed": reminded & confirmed,
-        "reminded_outcome": reminded & outcome,
-        "reminded_noshow": reminded & outcome & no_show,
-        "unreminded_outcome": ~reminded & outcome,
-        "unreminded_noshow": ~reminded & outcome & no_show,
+        "reminded": Q(reminded),
+        "confirmed": Q(confirmed),
+        # Only visits whose outcome is known: completed or no-show, and already begun.
+        "outcome": Q(status__in=ATTENDED, start__lt=scope.now),
+        "no_show": Q(status=Appointment.Status.NO_SHOW),
     }
 
 
-APPOINTMENT_METRICS = (
-    "reminded",
-    "confirmed",
-    "reminded_outcome",
-    "reminded_noshow",
-    "unreminded_outcome",
-    "unreminded_noshow",
-)
+# Each visit metric as the flags it requires ("!" = must not hold).
+APPOINTMENT_METRICS: dict[str, tuple[str, ...]] = {
+    "reminded": ("reminded",),
+    "confirmed": ("reminded", "confirmed"),
+    "reminded_outcome": ("reminded", "outcome"),
+    "reminded_noshow": ("reminded", "outcome", "no_show"),
+    "unreminded_outcome": ("!reminded", "outcome"),
+    "unreminded_noshow": ("!reminded", "outcome", "no_show"),
+}
+
+
+def appointment_filters(scope: Scope) -> dict[str, Q]:
+    flags = appointment_flags(scope)
+
+    def flag(name: str) -> Q:
+        return ~flags[name[1:]] if name.startswith("!") else flags[name]
+
+    out = {}
+    for metric, names in APPOINTMENT_METRICS.items():
+        q = flag(names[0])
+        for name in names[1:]:
+            q &= flag(name)
+        out[metric] = q
+    return out
+
+
+def _flag_counts(
+    rows: QuerySet,
+    keys: dict[str, Any],
+    flags: dict[str, Q],
+    metrics: Mapping[str, tuple[str, ...]],
+    spans: dict[str, Scope] | None = None,
+) -> list[dict[str, Any]]:
+    """Per group of `keys`, how many rows hold each metric's flags.
+
+    `Count(filter=…)` per metric repeats every flag in every metric that uses it:
+    the visit table ran its reminder EXISTS six times a visit, and the outbox
+    converted each timestamp to its local day twenty times. Here an inner query
+    computes each flag (and the row's day) once, and the outer one adds up.
+
+    A metric is the flags it requires ("!flag": must not hold), and may name a
+    span of `spans`: the row's `day` (aliased by `rows`) falls in that scope's
+    period. `keys`: output name → field name or expression to group by.
+    """
+    qn = connection.ops.quote_name
+    columns: dict[str, Any] = {
+        f"flag_{name}": ExpressionWrapper(q, output_field=BooleanField())
+        for name, q in flags.items()
+    }
+    if spans:
+        columns["flag_day"] = F("day")
+    inner = rows.annotate(**columns).values(
+        *(name for name, key in keys.items() if key == name),
+        *columns,
+        **{name: key for name, key in keys.items() if key != name},
+    )
+    sql, inner_params = inner.order_by().query.sql_with_params()
+    if connection.vendor == "postgresql":
+        # A fence: flattened into the outer query, the flags were inlined again.
+        sql += " OFFSET 0"
+    params: list[Any] = []
+
+    def term(name: str) -> str:
+        if spans and name in spans:
+            params.extend((spans[name].start, spans[name].end))
+            return f"{qn('flag_day')} BETWEEN %s AND %s"
+        if name.startswith("!"):
+            return f"NOT {qn('flag_' + name[1:])}"
+        return qn("flag_" + name)
+
+    counts = ", ".join(
+        f"SUM(CASE WHEN {' AND '.join(map(term, names))} THEN 1 ELSE 0 END)"
+        for names in metrics.values()
+    )
+    group = ", ".join(qn(name) for name in keys)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {group}, {counts} FROM ({sql}) flagged GROUP BY {group}",
+            (*params, *inner_params),
+        )
+        names = [*keys, *metrics]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def appointments_by_location(scope: Scope) -> dict[int, dict[str, int]]:
-    filters = appointment_filters(scope)
-    rows = (
-        appointment_rows(scope)
-        .values("location_id")
-        .annotate(**{name: Count("pk", filter=filters[name]) for name in APPOINTMENT_METRICS})
-        .order_by()
+    rows = _flag_counts(
+        appointment_rows(scope),
+        {"location_id": "location_id"},
+        appointment_flags(scope),
+        APPOINTMENT_METRICS,
     )
     return {row.pop("location_id"): row for row in rows}
 
@@ -578,11 +751,16 @@ class ReminderLine:
         return _rate(self.unreminded_noshow, self.unreminded_outcome)
 
 
-REMINDER_FIELDS = MESSAGE_METRICS + APPOINTMENT_METRICS + ("opt_outs", "unanswered")
+REMINDER_FIELDS = MESSAGE_METRICS + tuple(APPOINTMENT_METRICS) + ("opt_outs", "unanswered")
 
 
-def reminders_by_location(scope: Scope) -> tuple[list[ReminderLine], ReminderLine]:
-    messages = messages_by_location(scope)
+def reminders_by_location(
+    scope: Scope, tallies: Tallies | None = None
+) -> tuple[list[ReminderLine], ReminderLine]:
+    """The reminder table; `tallies` from dashboard_tallies() when the caller has them."""
+    if tallies is None:
+        tallies = message_tallies(scope, trend_weeks(scope))
+    messages = tallies.messages_by_location
     visits = appointments_by_location(scope)
     replies = replies_by_location(scope)
     lines = []
@@ -617,66 +795,57 @@ class WeekPoint:
         return self.monday + dt.timedelta(days=6)
 
 
-def weekly_trends(scope: Scope, weeks: list[dt.date]) -> list[WeekPoint]:
+def _trend_scope(scope: Scope, weeks: list[dt.date]) -> Scope:
+    return Scope(scope.locations, weeks[0], weeks[-1] + dt.timedelta(days=6), scope.now)
+
+
+def weekly_trends(
+    scope: Scope, weeks: list[dt.date], tallies: Tallies | None = None
+) -> list[WeekPoint]:
     """Per week: attempts logged, recall messages out, bookings from recall, reminders.
 
-    Each series is one query grouped by the week index on each location's calendar.
+    Each series is grouped by the week index on each location's calendar, in
+    dashboard_tallies() (`tallies`, when the caller has them) — or, for the
+    follow-up series off PostgreSQL, here with the ORM filters.
     """
     anchor = weeks[0]
-    wide = Scope(scope.locations, weeks[0], weeks[-1] + dt.timedelta(days=6), scope.now)
+    wide = _trend_scope(scope, weeks)
     points = {i: WeekPoint(monday) for i, monday in enumerate(weeks)}
-
-    def add(name: str, rows: Iterable[dict[str, Any]]) -> None:
-        for row in rows:
-            if row["week"] in points:
-                points[row["week"]].values[name] = row["n"]
-
-    since, until = wide.utc_window()
-    attempts = (
-        ContactAttempt.objects.filter(
-            followup__location_id__in=wide.location_ids,
-            attempted_at__gte=since,
-            attempted_at__lt=until,
-        )
-        .alias(day=LocalDate(F("attempted_at"), F("followup__location__time_zone")))
-        .filter(_in_period("day", wide))
-        .values(week=week_index(F("day"), anchor))
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
-    add("attempts", attempts)
-    recall_out = (
-        message_rows(wide)
-        .filter(kind=OutboundMessage.Kind.RECALL, status__in=WENT_OUT)
-        .values(week=week_index(F("day"), anchor))
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
-    add("recall_messages", recall_out)
-    booked = (
-        followup_rows(wide)
-        .filter(followup_filters(wide)["booked"])
-        .values(week=week_index(F("booked_day"), anchor))
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
-    add("booked", booked)
-    filters = message_filters()
-    reminder_rows = (
-        message_rows(wide)
-        .values(week=week_index(F("day"), anchor))
-        .annotate(
-            n=Count("pk", filter=filters["sent"]),
-            delivered=Count("pk", filter=filters["delivered"]),
-            failed=Count("pk", filter=filters["failed"]),
-        )
-        .order_by()
-    )
-    for row in reminder_rows:
-        if row["week"] in points:
-            points[row["week"]].values.update(
-                sent=row["n"], delivered=row["delivered"], failed=row["failed"]
+    if tallies is None:
+        tallies = dashboard_tallies(scope, weeks)
+    series: dict[str, dict[int, int]] = {}
+    if tallies.followups is not None:
+        series["attempts"] = tallies.followups.attempts_by_week
+        series["booked"] = tallies.followups.booked_by_week
+    else:
+        since, until = wide.utc_window()
+        attempts = (
+            ContactAttempt.objects.filter(
+                followup__location_id__in=wide.location_ids,
+                attempted_at__gte=since,
+                attempted_at__lt=until,
             )
+            .alias(day=LocalDate(F("attempted_at"), F("followup__location__time_zone")))
+            .filter(_in_period("day", wide))
+            .values(week=week_index(F("day"), anchor))
+            .annotate(n=Count("pk"))
+            .order_by()
+        )
+        booked = (
+            booked_rows(wide)
+            .values(week=week_index(F("booked_day"), anchor))
+            .annotate(n=Count("pk"))
+            .order_by()
+        )
+        series["attempts"] = {row["week"]: row["n"] for row in attempts}
+        series["booked"] = {row["week"]: row["n"] for row in booked}
+    for name, by_week in series.items():
+        for week, n in by_week.items():
+            if week in points:
+                points[week].values[name] = n
+    for week, values in tallies.messages_by_week.items():
+        if week in points:
+            points[week].values.update(values)
     for point in points.values():
         for name in ("attempts", "recall_messages", "booked", "sent", "delivered", "failed"):
             point.values.setdefault(name, 0)

@@ -9,8 +9,11 @@ which takes the zone as an argument as well (stored values are UTC there).
 """
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from django.db import connection, transaction
 from django.db.models import (
     Aggregate,
     DateField,
@@ -96,3 +99,19 @@ class Median(Aggregate):
     @staticmethod
     def is_native(connection) -> bool:
         return connection.vendor == "postgresql"
+
+
+@contextmanager
+def analytic_reads() -> Iterator[None]:
+    """A transaction for the dashboard's reads, without PostgreSQL's JIT compiler.
+
+    The aggregations are estimated above jit_above_cost, so PostgreSQL compiled
+    them to machine code on every request: 1.0 s of a 1.4 s query at 1×, for a
+    plan that then runs in milliseconds. `SET LOCAL` ends with the transaction.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL jit = off")
+        yield

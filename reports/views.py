@@ -23,6 +23,7 @@ from practicecrm import exports
 from reports import charts, metrics, pilot
 from reports.forms import PERIODS, PeriodForm, PilotForm
 from reports.selectors import pick_locations, report_locations
+from reports.sql import analytic_reads
 
 
 def _ints(values: list[str]) -> list[int]:
@@ -74,10 +75,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if scope is None:
         return render(request, "reports/dashboard.html", context)
     query = _period_query(form, location)
-    recall = metrics.recall_tables(scope)
-    reminder_lines, reminder_total = metrics.reminders_by_location(scope)
-    weeks = metrics.trend_weeks(scope)
-    trend = metrics.weekly_trends(scope, weeks)
+    with analytic_reads():
+        weeks = metrics.trend_weeks(scope)
+        tallies = metrics.dashboard_tallies(scope, weeks)
+        recall = metrics.recall_tables(scope, tallies)
+        reminder_lines, reminder_total = metrics.reminders_by_location(scope, tallies)
+        trend = metrics.weekly_trends(scope, weeks, tallies)
+        by_staff = metrics.staff_conversion(scope, tallies)
+        reasons = metrics.suppressed_reasons(scope)
     labels = [f"{p.monday:%b %-d}" for p in trend]
     context.update(
         scope=scope,
@@ -85,10 +90,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         recall_lines=recall.by_location,
         recall_total=recall.total,
         by_type=recall.by_type,
-        by_staff=metrics.staff_conversion(scope),
+        by_staff=by_staff,
         reminder_lines=reminder_lines,
         reminder_total=reminder_total,
-        reasons=metrics.suppressed_reasons(scope),
+        reasons=reasons,
         trend=trend,
         recall_chart=charts.bar_chart(
             chart_id="recall-chart",

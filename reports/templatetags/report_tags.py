@@ -8,6 +8,13 @@ from django.urls import reverse
 register = template.Library()
 
 
+def _drill_url(context) -> str:
+    """reverse() once per render: the dashboard has some 500 links, one per number."""
+    if "reports_drill_url" not in context.render_context:
+        context.render_context["reports_drill_url"] = reverse("reports:drilldown")
+    return context.render_context["reports_drill_url"]
+
+
 @register.simple_tag(takes_context=True)
 def drill(context, metric: str, location=None, **extra) -> str:
     """URL of the drill-down list for `metric` with the page's period (and a location)."""
@@ -18,7 +25,7 @@ def drill(context, metric: str, location=None, **extra) -> str:
         query["location"] = context["query"]["location"]
     query["metric"] = metric
     query.update({k: v for k, v in extra.items() if v is not None})
-    return f"{reverse('reports:drilldown')}?{urlencode(query)}"
+    return f"{_drill_url(context)}?{urlencode(query)}"
 
 
 @register.simple_tag(takes_context=True)
@@ -31,7 +38,7 @@ def week_drill(context, metric: str, monday) -> str:
     if "location" in context["query"]:
         query["location"] = context["query"]["location"]
     query["metric"] = metric
-    return f"{reverse('reports:drilldown')}?{urlencode(query)}"
+    return f"{_drill_url(context)}?{urlencode(query)}"
 
 
 @register.filter
