@@ -31,12 +31,16 @@ app.autodiscover_tasks()
 
 @task_prerun.connect
 @task_postrun.connect
-def _close_old_connections(**kwargs) -> None:
+def _close_old_connections(task=None, **kwargs) -> None:
     """Before and after each task, what Django does around each request: drop a
     connection that is broken or older than CONN_MAX_AGE, keep the others.
 
-    With CELERY_DB_REUSE_MAX set, Celery no longer closes them itself.
+    With CELERY_DB_REUSE_MAX set, Celery no longer closes them itself. Not for a
+    task run eagerly (`.apply()`, tests): it runs inside its caller, whose open
+    transaction Django would take for an unusable connection and close.
     """
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
     from django.db import close_old_connections
 
     close_old_connections()
