@@ -9,6 +9,8 @@ current request or task — and, like the signals, write none inside auditlog's
 """
 
 import datetime as dt
+import json
+import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -195,14 +197,18 @@ def copy_insert(model: type[M], objs: Sequence[M]) -> list[M]:
             [connection.ops.quote_name(table), pk.column, len(objs)],
         )
         ids = [row[0] for row in cursor.fetchall()]
+    for obj, new_id in zip(objs, ids, strict=True):
+        # Only an object with a related instance assigned has anything to check.
+        if obj._state.__dict__.get("fields_cache"):
+            obj._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
+        setattr(obj, pk.attname, new_id)
     fields = model._meta.concrete_fields
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     db = connections[DEFAULT_DB_ALIAS]  # not the proxy: looked up once, not per value
-    rows = []
-    for obj, new_id in zip(objs, ids, strict=True):
-        obj._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
-        setattr(obj, pk.attname, new_id)
-        rows.append([f.get_db_prep_save(f.pre_save(obj, True), db) for f in fields])
+    readers = [_db_value_reader(f, db, timezone.now()) for f in fields]
+    read_all = operator.attrgetter(*(f.attname for f in fields), "_state")  # always a tuple
+    # The rows are built while they stream: nothing above queries, so PostgreSQL
+    # inserts the first rows while the last are still being made.
     with (
         connection.wrap_database_errors,
         connection.cursor() as cursor,
@@ -210,12 +216,81 @@ def copy_insert(model: type[M], objs: Sequence[M]) -> list[M]:
             f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN"
         ) as copy,
     ):
-        for row in rows:
-            copy.write_row(row)
+        for obj in objs:
+            copy.write_row(
+                [
+                    found if type(found) in plain else read(obj)
+                    for (plain, read), found in zip(readers, read_all(obj), strict=False)
+                ]
+            )
     for obj in objs:
         obj._state.adding = False
         obj._state.db = connection.alias
     return objs
+
+
+# Per field class, the types of attribute that are their own database value
+# (get_db_prep_save would return them unchanged). Exact classes only: a subclass
+# may convert (a time-zone field).
+_TEXT: set[type] = {str, type(None)}
+_INTEGER: set[type] = {int, type(None)}
+_AS_IS: dict[type, set[type]] = {
+    models.CharField: _TEXT,
+    models.EmailField: _TEXT,
+    models.SlugField: _TEXT,
+    models.TextField: _TEXT,
+    models.BooleanField: {bool, type(None)},
+    models.SmallIntegerField: _INTEGER,
+    models.IntegerField: _INTEGER,
+    models.BigIntegerField: _INTEGER,
+    models.PositiveSmallIntegerField: _INTEGER,
+    models.PositiveIntegerField: _INTEGER,
+    models.PositiveBigIntegerField: _INTEGER,
+    models.AutoField: _INTEGER,
+    models.BigAutoField: _INTEGER,
+    models.SmallAutoField: _INTEGER,
+    models.DateField: {dt.date, type(None)},
+}
+
+
+def _db_value_reader(
+    field: Any, db: Any, now: dt.datetime
+) -> tuple[set[type], Callable[[models.Model], Any]]:
+    """How copy_insert reads one field of a new row, as pre_save + get_db_prep_save.
+
+    Those two cost more than the COPY for the plain columns that are most of a
+    row: an attribute of one of the types returned (a str for a CharField, an
+    int for an IntegerField or a foreign key to one…) is its own database value;
+    anything else goes through them. The auto_now(_add) times of one COPY are
+    one moment, as one INSERT's are.
+    """
+    attname = field.attname
+
+    def prepared(obj: models.Model) -> Any:
+        return field.get_db_prep_save(field.pre_save(obj, True), db)
+
+    if type(field) is models.DateTimeField and (field.auto_now or field.auto_now_add):
+        stamp = field.get_db_prep_save(now, db)
+
+        def stamped(obj: models.Model) -> Any:
+            setattr(obj, attname, now)
+            return stamp
+
+        return set(), stamped
+    plain = _AS_IS.get(type(field), set())
+    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        plain = set()
+    if isinstance(field, models.ForeignKey):
+        target = type(field.target_field)
+        plain = _AS_IS.get(target, set()) if type(field) is models.ForeignKey else set()
+    if type(field) is models.DateTimeField:
+
+        def date_time(obj: models.Model) -> Any:
+            value = getattr(obj, attname)
+            return None if value is None else prepared(obj)
+
+        return set(), date_time
+    return plain, prepared
 
 
 def _log_fields() -> list[models.Field]:
@@ -267,22 +342,38 @@ def _copy_create_entries(model: type[M], objs: Sequence[M]) -> None:
     template = _entry(objs[0], LogEntry.Action.CREATE, None)
     fixed = [f.get_db_prep_save(getattr(template, f.attname), db) for f in fields]
     at = {f.attname: i for i, f in enumerate(fields)}
-    changes_field = LogEntry._meta.get_field("changes")
-    additional_field = LogEntry._meta.get_field("additional_data")
+    # The JSON columns as JSON text, which COPY hands to PostgreSQL as is: the
+    # same json.dumps Django's JSONField runs, without its wrapper per value.
+    changes_json = _json_text(LogEntry._meta.get_field("changes"))
+    additional_json = _json_text(LogEntry._meta.get_field("additional_data"))
 
     def rows() -> Iterator[list[Any]]:
         for obj, changes in zip(objs, _create_diffs(model, objs), strict=True):
             row = fixed.copy()
-            row[at["object_pk"]] = str(obj.pk)
-            row[at["object_id"]] = obj.pk if isinstance(obj.pk, int) else None
+            pk = obj.pk
+            row[at["object_pk"]] = str(pk)
+            row[at["object_id"]] = pk if isinstance(pk, int) else None
             row[at["object_repr"]] = smart_str(obj)[:2000]
-            row[at["changes"]] = changes_field.get_db_prep_save(changes, db)
+            row[at["changes"]] = changes_json(changes)
             get_additional = getattr(obj, "get_additional_data", None)
             if callable(get_additional):
-                row[at["additional_data"]] = additional_field.get_db_prep_save(get_additional(), db)
+                row[at["additional_data"]] = additional_json(get_additional())
             yield row
 
     _copy(rows())
+
+
+def _json_text(field: Any) -> Callable[[Any], str | None]:
+    encoder = field.encoder
+
+    def dumps(value: Any) -> str | None:
+        return None if value is None else json.dumps(value, cls=encoder)
+
+    return dumps
+
+
+# How _create_diffs reads a field.
+_PLAIN, _FOREIGN_KEY, _DATE_TIME, _CONSTANT, _OTHER = range(5)
 
 
 def _create_diffs(model: type[M], objs: Sequence[M]) -> Iterator[dict | None]:
@@ -308,76 +399,151 @@ def _create_diffs(model: type[M], objs: Sequence[M]) -> Iterator[dict | None]:
     masked = {f.name for f in fields if f.name in rules["mask_fields"]}
     mask = get_mask_function(rules.get("mask_callable")) if masked else None
 
-    def plain(name: str) -> Callable[[M], Any]:
-        def read(obj: M) -> Any:
-            found = getattr(obj, name)
-            if use_json or type(found) is str:
-                return found
-            found = smart_str(found)
-            return str(found) if type(found).__name__ == "__proxy__" else found
-
-        return read
-
-    def foreign_key(attname: str) -> Callable[[M], Any]:
-        return lambda obj: smart_str(getattr(obj, attname), strings_only=True)
-
-    def date_time(field: Any) -> Callable[[M], Any]:
-        def read(obj: M) -> Any:
-            found = getattr(obj, field.name)
-            if found is None:
-                return None
-            if type(found) is dt.datetime:
-                if settings.USE_TZ and found.utcoffset() is not None:
-                    return found.astimezone(dt.UTC).replace(tzinfo=None)
-                return found
-            return get_field_value(obj, field, use_json)
-
-        return read
-
-    def constant(value: Any) -> Callable[[M], Any]:
-        return lambda obj: value
-
-    def other(field: Any) -> Callable[[M], Any]:
-        return lambda obj: get_field_value(obj, field, use_json)
-
-    # Per field: its name, its "before" value (nothing existed) and how to read it.
+    use_tz = settings.USE_TZ
     fk_text = getattr(settings, "AUDITLOG_USE_FK_STRING_REPRESENTATION", False)
-    readers = []
+
+    def entry(name: str, old: Any, new: Any) -> tuple[Any, Any]:
+        if mask is not None and name in masked:
+            return (mask(smart_str(old)), mask(smart_str(new)))
+        if not use_json:
+            return (smart_str(old), smart_str(new))
+        return (
+            old if is_primitive(old) else smart_str(old),
+            new if is_primitive(new) else smart_str(new),
+        )
+
+    # Per field: its name, its "before" value (nothing existed), the attribute
+    # read for it, and how that attribute becomes the value auditlog compares —
+    # or, for a value that is the same in every row, its entry, once. One
+    # attrgetter reads all the attributes of a row at once.
+    plan: list[tuple[str, Any, int, Any]] = []
+    attributes: list[str] = []
     for f in fields:
-        read: Callable[[M], Any]
+        old = get_field_value(None, f, use_json)
         if f.one_to_many and not f.concrete and not use_json:
             # A reverse relation: auditlog records its manager's text, which names
             # the related model only ("patients.Appointment.None") — the same for
             # every row, so read once.
-            read = constant(get_field_value(objs[0], f, use_json))
+            value = get_field_value(objs[0], f, use_json)
+            fixed = None if old == value else entry(f.name, old, value)
+            plan.append((f.name, old, _CONSTANT, fixed))
+            attributes.append("_state")  # read and ignored: a plain attribute
         elif not f.concrete:
-            read = other(f)
+            plan.append((f.name, old, _OTHER, f))
+            attributes.append("_state")
         elif isinstance(f, models.DateTimeField):
-            read = date_time(f)
+            plan.append((f.name, old, _DATE_TIME, f))
+            attributes.append(f.name)
         elif f.is_relation and f.many_to_one and not fk_text:
-            read = foreign_key(f.attname)
+            plan.append((f.name, old, _FOREIGN_KEY, None))
+            attributes.append(f.attname)
         elif not f.is_relation and not isinstance(f, models.JSONField):
-            read = plain(f.name)
+            plan.append((f.name, old, _PLAIN, None))
+            attributes.append(f.name)
         else:
-            read = other(f)
-        readers.append((f.name, get_field_value(None, f, use_json), read))
+            plan.append((f.name, old, _OTHER, f))
+            attributes.append("_state")
+    read_all = operator.attrgetter(*attributes, "_state")  # always a tuple
 
+    if mask is None and not use_json:
+        yield from _text_diffs(objs, plan, attributes, use_tz)
+        return
     for obj in objs:
         diff = {}
-        for name, old, read in readers:
-            new = read(obj)
-            if old == new:
+        for (name, old, kind, extra), found in zip(plan, read_all(obj), strict=False):
+            if kind == _PLAIN:
+                if not use_json and type(found) is not str:
+                    found = _plain_text(found)
+            elif kind == _FOREIGN_KEY:
+                found = smart_str(found, strings_only=True)
+            elif kind == _DATE_TIME:
+                found = _naive(obj, extra, found, use_tz, use_json)
+            elif kind == _CONSTANT:
+                if extra is not None:
+                    diff[name] = extra
                 continue
-            if mask is not None and name in masked:
-                diff[name] = (mask(smart_str(old)), mask(smart_str(new)))
-            elif not use_json:
-                diff[name] = (smart_str(old), smart_str(new))
             else:
-                diff[name] = (
-                    old if is_primitive(old) else smart_str(old),
-                    new if is_primitive(new) else smart_str(new),
-                )
+                found = get_field_value(obj, extra, use_json)
+            if old != found:
+                diff[name] = entry(name, old, found)
         yield diff or None
+
+
+def _text_diffs(
+    objs: Sequence[Any], plan: list[tuple[str, Any, int, Any]], attributes: list[str], use_tz: bool
+) -> Iterator[dict | None]:
+    """_create_diffs for changes kept as text, unmasked: auditlog's default, the import's.
+
+    Every "before" is the same text for every row, and a str is its own text,
+    so the plain columns — most of a row — are read and compared in one
+    comprehension; the few others one by one. PostgreSQL keeps JSON keys in its
+    own order; elsewhere the entry keeps auditlog's (the fields') order.
+    """
+    from auditlog.diff import get_field_value
+
+    old_text = [smart_str(old) for _, old, _, _ in plan]
+    plain = [i for i, step in enumerate(plan) if step[2] == _PLAIN]
+    plain_names = [plan[i][0] for i in plain]
+    plain_old = [old_text[i] for i in plain]
+    read_plain = operator.attrgetter(*(attributes[i] for i in plain), "_state")
+    rest = [(*plan[i], old_text[i], attributes[i]) for i in range(len(plan)) if i not in plain]
+    order = [name for name, _, _, _ in plan] if connection.vendor != "postgresql" else None
+    for obj in objs:
+        diff = {
+            name: (old, text)
+            for name, old, found in zip(plain_names, plain_old, read_plain(obj), strict=False)
+            if (text := found if type(found) is str else _plain_text(found)) != old
+        }
+        for name, old, kind, extra, before, attribute in rest:
+            if kind == _CONSTANT:
+                if extra is not None:
+                    diff[name] = extra
+                continue
+            if kind == _OTHER:
+                found = get_field_value(obj, extra, False)
+            else:
+                found = getattr(obj, attribute)
+                if kind == _DATE_TIME:
+                    found = _naive(obj, extra, found, use_tz, False)
+                elif type(found) not in _PROTECTED:  # a foreign key: its id
+                    found = smart_str(found, strings_only=True)
+            if old != found:
+                diff[name] = (before, _text(found))
+        if order is not None:
+            diff = {name: diff[name] for name in order if name in diff}
+        yield diff or None
+
+
+def _naive(obj: Any, field: Any, found: Any, use_tz: bool, use_json: bool) -> Any:
+    """A date-time as get_field_value compares it: naive UTC."""
+    from auditlog.diff import get_field_value
+
+    if found is None:
+        return None
+    if type(found) is dt.datetime:
+        if use_tz and found.utcoffset() is not None:
+            return found.astimezone(dt.UTC).replace(tzinfo=None)
+        return found
+    return get_field_value(obj, field, use_json)
+
+
+def _plain_text(value: Any) -> Any:
+    text = _text(value)
+    return str(text) if type(text).__name__ == "__proxy__" else text
+
+
+# What smart_str returns for these is str() of them (no encoding, no laziness);
+# smart_str(x, strings_only=True) returns these themselves.
+_STR_OF = {int, bool, float, dt.date, dt.datetime, dt.time, type(None)}
+_PROTECTED = {int, type(None), str}
+
+
+def _text(value: Any) -> Any:
+    """smart_str(value), without its checks for the common types."""
+    kind = type(value)
+    if kind is str:
+        return value
+    return str(value) if kind in _STR_OF else smart_str(value)
 
 
 @transaction.atomic
