@@ -205,6 +205,12 @@ class Followup(models.Model):
                 name="followup_worklist_idx",
             ),
             models.Index(fields=["patient", "status"], name="followup_patient_idx"),
+            # Today's bucket counts: every follow-up still on a worklist, lapsed included.
+            models.Index(
+                fields=["location", "due_date"],
+                condition=Q(status__in=["open", "contacted", "lapsed"]),
+                name="followup_active_idx",
+            ),
         ]
 
     def __str__(self) -> str:

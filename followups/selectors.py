@@ -32,7 +32,7 @@ from locations.access import (
 )
 from locations.models import Location
 from patients.models import Appointment, ChannelConsent, Patient, Provider
-from patients.selectors import patients_visible_to
+from patients.selectors import location_ids_for, patients_visible_to, visible_patient_q
 from reminders.selectors import recall_messages_prefetch
 
 BUCKETS = ("overdue", "due", "upcoming", "lapsed")
@@ -72,15 +72,19 @@ _BUCKET_RANK = Case(
 
 
 def _satisfying_booking_exists() -> Exists:
-    """A booked future visit of a type that satisfies the follow-up's rule."""
+    """A booked future visit of a type that satisfies the follow-up's rule.
+
+    Joined through the rule's satisfying types rather than nested in an IN, so both
+    correlations are plain equalities (patient, rule): PostgreSQL can then hash the
+    practice's few future bookings once (a hash anti-join) instead of probing them
+    follow-up by follow-up (appointment_booked_idx serves either way).
+    """
     return Exists(
         Appointment.objects.filter(
             patient_id=OuterRef("patient_id"),
             status__in=[Appointment.Status.SCHEDULED, Appointment.Status.CONFIRMED],
             start__gt=Now(),
-            appointment_type__in=CadenceRule.satisfying_types.through.objects.filter(
-                cadencerule_id=OuterRef(OuterRef("rule_id"))
-            ).values("appointmenttype_id"),
+            appointment_type__satisfying_rules=OuterRef("rule_id"),
         )
     )
 
@@ -158,6 +162,16 @@ def worklist(*, user, filters: WorklistFilters, today: dt.date) -> QuerySet[Foll
         qs = qs.filter(bucket=filters.bucket)  # type: ignore[misc]  # annotated in _worklist_base
     else:
         qs = qs.filter(bucket__in=["overdue", "due"])  # type: ignore[misc]
+    # What the bucket implies, said in plain columns: the bucket is a CASE no index
+    # can serve, but "open or contacted, due by then" is the partial index
+    # followup_worklist_idx (location, due_date), so a location's rows are read by
+    # range instead of scanning every active follow-up of the practice.
+    if filters.bucket != "lapsed":
+        horizon = today + dt.timedelta(days=settings.FOLLOWUP_UPCOMING_DAYS)
+        qs = qs.filter(
+            status__in=[Followup.Status.OPEN, Followup.Status.CONTACTED],
+            due_date__lte=horizon if filters.bucket == "upcoming" else today,
+        )
     return _with_row_data(qs).order_by(_BUCKET_RANK, "due_date", "-followup_type__value", "id")
 
 
@@ -181,12 +195,15 @@ def worklist_counts(*, user, filters: WorklistFilters, today: dt.date) -> dict[s
 
 
 def _worklist_base(*, user, filters: WorklistFilters, today: dt.date) -> QuerySet[Followup]:
-    locations = locations_for(user, VIEW_PATIENTS)
+    # The user's locations as literal ids, and patient visibility on the patient the
+    # rows join anyway (see patients.selectors.location_ids_for for why).
+    location_ids = location_ids_for(user=user)
+    here = location_ids
     if filters.location is not None:
-        locations = locations.filter(pk=filters.location.pk)
+        here = [pk for pk in location_ids if pk == filters.location.pk]
     qs = (
-        followups_visible_to(user)
-        .filter(location__in=locations.values("pk"), status__in=WORKLIST_STATUSES)
+        Followup.objects.filter(visible_patient_q(location_ids, via="patient__"))
+        .filter(location_id__in=here, status__in=WORKLIST_STATUSES)
         # Snoozed follow-ups wait; unreachable patients drop out (their page says why).
         .exclude(snoozed_until__gt=today)
         .filter(patient__status=Patient.Status.ACTIVE, patient__do_not_contact=False)

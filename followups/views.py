@@ -33,9 +33,10 @@ from followups.models import CadenceRule, ContactAttempt, Followup
 from locations.access import CHANGE_PATIENTS, MANAGE_LOCATION, locations_for
 from locations.models import Location
 from patients.models import Patient
-from patients.selectors import patient_get, patient_locations, user_locations
+from patients.selectors import location_ids_for, patient_get, patient_locations, user_locations
 from practicecrm import exports
 from practicecrm.http import HtmxHttpRequest
+from practicecrm.pagination import CountedPaginator
 
 # --- Today worklist and follow-up actions -----------------------------------------
 
@@ -67,18 +68,22 @@ def _default_channel(patient: Patient) -> str:
 
 def _row_context(followup: Followup, *, can_act: bool) -> dict:
     patient = followup.patient
-    phone = patient.mobile_phone or patient.home_phone
-    form = AttemptForm(
-        initial={"channel": _default_channel(patient), "outcome": "no_answer", "phone": phone},
-        auto_id=f"id_%s_{followup.pk}",
-    )
     return {
         "f": followup,
         "consents": {c.channel: c for c in patient.consents.all()},
-        "phone": phone,
-        "attempt_form": form,
+        "phone": patient.mobile_phone or patient.home_phone,
+        "channel": _default_channel(patient),  # the row's attempt form starts on it
         "can_act": can_act,
+        **_ATTEMPT_CHOICES,
     }
+
+
+# What a row's attempt form offers (the row template writes AttemptForm out).
+_ATTEMPT_CHOICES = {
+    "attempt_channels": ContactAttempt.Channel.choices,
+    "attempt_outcomes": ContactAttempt.Outcome.choices,
+    "note_max_length": getattr(AttemptForm.base_fields["note"], "max_length", None),
+}
 
 
 def _worklist_filters(request: HttpRequest, location: Location | None) -> selectors.WorklistFilters:
@@ -104,21 +109,27 @@ def today(request: HtmxHttpRequest) -> HttpResponse:
     assigned = request.GET.get("assigned", "")
     filters = _worklist_filters(request, location)
     day = _today_at(location)
+    counts = selectors.worklist_counts(user=request.user, filters=filters, today=day)
     rows = selectors.worklist(user=request.user, filters=filters, today=day)
-    page = Paginator(rows, 25).get_page(request.GET.get("page"))
+    # The bucket counts already say how many rows the list has: no second COUNT(*)
+    # over every active follow-up of the user's locations.
+    shown = counts[filters.bucket] if filters.bucket in selectors.BUCKETS else None
+    total = counts["overdue"] + counts["due"] if shown is None else shown
+    page = CountedPaginator(rows, 25, count=total).get_page(request.GET.get("page"))
     # Per row: a follow-up at a location where the user only reads gets no actions.
-    actionable = set(locations_for(request.user, CHANGE_PATIENTS).values_list("pk", flat=True))
+    actionable = set(location_ids_for(user=request.user, perm=CHANGE_PATIENTS))
     location_ids = [loc.pk for loc in locations]
     context = {
         "page": page,
         "rows": [_row_context(f, can_act=f.location_id in actionable) for f in page.object_list],
-        "counts": selectors.worklist_counts(user=request.user, filters=filters, today=day),
+        "counts": counts,
         "filters": filters,
         "assigned": assigned,
         "bucket": filters.bucket if filters.bucket in selectors.BUCKETS else "",
         "bucket_labels": selectors.BUCKET_LABELS,
         "buckets": selectors.BUCKETS,
         "day": day,
+        **_ATTEMPT_CHOICES,
         "locations": locations,
         "location": location,
         **selectors.worklist_filter_choices(location_ids=location_ids),

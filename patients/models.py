@@ -136,6 +136,9 @@ class Patient(models.Model):
         # and created in migration 0002, so the embedded SQLite run still migrates.
         indexes = [
             models.Index(fields=["date_of_birth"], name="patient_dob_idx"),
+            # The patient list's order, for users of many locations (the list reads
+            # it in order and stops after a page instead of sorting everyone).
+            models.Index(fields=["last_name", "first_name", "id"], name="patient_name_idx"),
             models.Index(
                 fields=["home_location", "last_name", "first_name", "id"],
                 name="patient_location_name_idx",
@@ -350,6 +353,14 @@ class Appointment(models.Model):
         ]
         indexes = [
             models.Index(fields=["patient", "-start"], name="appointment_patient_start_idx"),
+            # Booked visits only (a few percent of rows): "has a satisfying booking?"
+            # on Today, for one follow-up or as one hash of all future bookings.
+            models.Index(
+                fields=["patient", "start"],
+                include=["appointment_type"],
+                condition=Q(status__in=["scheduled", "confirmed"]),
+                name="appointment_booked_idx",
+            ),
             models.Index(fields=["location", "start"], name="appointment_location_start_idx"),
         ]
 

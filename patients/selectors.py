@@ -19,22 +19,53 @@ from patients.models import Appointment, Channel, Household, Patient
 from patients.search import parse_query
 
 
+def location_ids_for(*, user, perm: str = VIEW_PATIENTS) -> list[int]:
+    """The ids of `locations_for(user, perm)`: one small query, then kept on the user.
+
+    Lists filter on these literal ids rather than on guardian's nested permission
+    subquery, for two reasons measured in benchmarks/pages.py: PostgreSQL cannot
+    estimate what that subquery returns (it guesses one row) and so seq-scans
+    follow-ups and patients it could read by index; and building and compiling it
+    is most of a page's Python time when a page asks the same question five times.
+
+    Kept on the user object, which lives for one request (the auth middleware
+    loads it per request): a grant changed during the request shows on the next.
+    """
+    cache = getattr(user, "_location_ids_for", None)
+    if cache is None:
+        cache = {}
+        user._location_ids_for = cache
+    if perm not in cache:
+        cache[perm] = list(locations_for(user, perm).values_list("pk", flat=True))
+    return cache[perm]
+
+
+def visible_patient_q(location_ids: list[int], *, via: str = "", include_merged: bool = False) -> Q:
+    """`patients_visible_to`'s rule as a condition, on a patient reached through `via`.
+
+    `via="patient__"` puts it on a follow-up's (or any row's) patient with a join,
+    so a list that already joins the patient does not read the patients twice.
+    """
+    shared = Patient.shared_with.through.objects.filter(location_id__in=location_ids).values(
+        "patient_id"
+    )
+    q = Q(**{f"{via}home_location_id__in": location_ids}) | Q(**{f"{via}pk__in": shared})
+    return q if include_merged else q & Q(**{f"{via}merged_into__isnull": True})
+
+
 def patients_visible_to(
     user, perm: str = VIEW_PATIENTS, *, include_merged: bool = False
 ) -> QuerySet[Patient]:
     """Patients whose home location, or a location they are shared with, grants `perm`.
 
-    Written as two subqueries rather than a join so that the result needs no
-    DISTINCT and stays one indexed query however many locations the user holds.
-    A duplicate merged into another record (patients.merge) is history, not a
-    patient: it is left out unless `include_merged`.
+    Two conditions on literal location ids (see `location_ids_for`) rather than a
+    join, so that the result needs no DISTINCT and stays one indexed query however
+    many locations the user holds. A duplicate merged into another record
+    (patients.merge) is history, not a patient: it is left out unless
+    `include_merged`.
     """
-    location_ids = locations_for(user, perm).values("pk")
-    shared = Patient.shared_with.through.objects.filter(location_id__in=location_ids).values(
-        "patient_id"
-    )
-    visible = Patient.objects.filter(Q(home_location_id__in=location_ids) | Q(pk__in=shared))
-    return visible if include_merged else visible.filter(merged_into__isnull=True)
+    location_ids = location_ids_for(user=user, perm=perm)
+    return Patient.objects.filter(visible_patient_q(location_ids, include_merged=include_merged))
 
 
 def patient_list(

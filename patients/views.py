@@ -33,7 +33,7 @@ from reminders.selectors import patient_messages
 
 def _booking_context(user) -> dict:
     """Where the user may record or edit appointments, for buttons and "Edit" links."""
-    ids = set(locations_for(user, CHANGE_APPOINTMENTS).values_list("pk", flat=True))
+    ids = set(selectors.location_ids_for(user=user, perm=CHANGE_APPOINTMENTS))
     return {"can_book": bool(ids), "bookable_location_ids": ids}
 
 
@@ -81,7 +81,7 @@ def patient_list(request: HtmxHttpRequest) -> HttpResponse:
         "location": location,
         "status": status,
         "statuses": Patient.Status.choices,
-        "can_create": locations_for(request.user, CHANGE_PATIENTS).exists(),
+        "can_create": bool(selectors.location_ids_for(user=request.user, perm=CHANGE_PATIENTS)),
     }
     template = "patients/_patient_results.html" if request.htmx else "patients/patient_list.html"
     return render(request, template, context)

@@ -89,6 +89,8 @@ class ReadOnlyLogEntryAdmin(LogEntryAdmin):
     ]
     paginator = LargeTablePaginator
     show_full_result_count = False
+    # Facet counts ("Show counts") would count every filter choice over the trail.
+    show_facets = admin.ShowFacets.NEVER
 
     def has_view_permission(self, request, obj=None) -> bool:
         return request.user.is_active and request.user.is_superuser

@@ -48,6 +48,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so its Server-Timing header covers everything below.
+    "practicecrm.middleware.ServerTimingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -126,6 +128,10 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+
+# Server-Timing also reports SQL time and query count (benchmarks/pages.py turns it
+# on); off in production, where timing every statement is cost without a reader.
+SERVER_TIMING_DB = env.bool("SERVER_TIMING_DB", default=False)
 
 # Idle timeout (seconds without a request) and absolute maximum session age.
 SESSION_IDLE_TIMEOUT = env.int("SESSION_IDLE_TIMEOUT", default=15 * 60)

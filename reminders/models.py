@@ -232,6 +232,19 @@ class OutboundMessage(models.Model):
             ),
             models.Index(fields=["patient", "-scheduled_for"], name="outbox_patient_idx"),
             models.Index(fields=["location", "-scheduled_for"], name="outbox_location_idx"),
+            # The Messages page's "Today's queue": what is still to go out, by location.
+            models.Index(
+                fields=["location", "scheduled_for"],
+                condition=Q(status__in=["planned", "queued", "sending"]),
+                name="outbox_pending_idx",
+            ),
+            # Its "Needs attention": unhandled failures and flagged rows.
+            models.Index(
+                fields=["location", "scheduled_for"],
+                condition=Q(handled_at__isnull=True)
+                & (Q(needs_attention=True) | Q(status__in=["failed", "undelivered"])),
+                name="outbox_attention_idx",
+            ),
             models.Index(fields=["recipient", "sent_at"], name="outbox_recipient_sent_idx"),
             models.Index(
                 fields=["appointment"],

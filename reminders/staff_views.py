@@ -20,11 +20,12 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
 
-from locations.access import CHANGE_PATIENTS, locations_for
+from locations.access import CHANGE_PATIENTS
 from locations.models import Location
-from patients.selectors import user_locations
+from patients.selectors import location_ids_for, user_locations
 from practicecrm import exports
 from practicecrm.http import HtmxHttpRequest
+from practicecrm.pagination import CountedPaginator
 from reminders import selectors, staff_services
 from reminders.models import InboundMessage, OutboundMessage
 
@@ -65,9 +66,12 @@ def message_list(request: HtmxHttpRequest) -> HttpResponse:
     rows: QuerySet
     if tab == "replies":
         rows = selectors.reply_list(user=request.user, qs=replies)
+        paginator = Paginator(rows, 25)
     else:
         rows = selectors.outbox_tab(outbox, tab=tab, locations=here, now=now)
-    page = Paginator(rows, 25).get_page(request.GET.get("page"))
+        # The tab's rows are what its count in the header counted: no second COUNT(*).
+        paginator = CountedPaginator(rows, 25, count=counts[tab])
+    page = paginator.get_page(request.GET.get("page"))
     context = {
         "page": page,
         "tab": tab,
@@ -77,9 +81,7 @@ def message_list(request: HtmxHttpRequest) -> HttpResponse:
         "filtered": any(request.GET.get(name) for name in filterset.filters),
         "locations": locations,
         "location": location,
-        "actionable": set(
-            locations_for(request.user, CHANGE_PATIENTS).values_list("pk", flat=True)
-        ),
+        "actionable": set(location_ids_for(user=request.user, perm=CHANGE_PATIENTS)),
     }
     return render(request, "reminders/message_list.html", context)
 
