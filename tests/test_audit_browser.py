@@ -74,3 +74,13 @@ def test_it_offers_every_audited_kind_of_record_as_a_filter(superuser_client, no
     shown = {entry.content_type_id for entry in response.context["cl"].result_list}
     assert shown == {ct.pk}
     assert str(patient) in _page(response)
+
+
+def test_it_offers_no_facet_counts_and_counts_only_a_narrowed_list(superuser_client, north):
+    PatientFactory.create_batch(2, home_location=north)
+    page = _page(superuser_client.get(reverse(URL)))
+    assert "Show counts" not in page
+    assert "results (" not in page  # the whole trail is not counted in the search bar
+    ct = ContentType.objects.get_for_model(Patient)
+    narrowed = _page(superuser_client.get(reverse(URL), {"resource_type": ct.pk}))
+    assert "2 results (" in narrowed
