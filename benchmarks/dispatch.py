@@ -44,21 +44,7 @@ sys.path.insert(0, str(BASE_DIR))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "practicecrm.settings")
 
 
-def ensure_database(url: str) -> None:
-    """Create the PostgreSQL database named in DATABASE_URL if it is not there yet."""
-    from urllib.parse import urlsplit
-
-    import psycopg
-
-    parts = urlsplit(url)
-    if not parts.scheme.startswith("postgres"):
-        return
-    name = parts.path.lstrip("/")
-    admin = parts._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
+from benchmarks.common import ensure_database  # noqa: E402
 
 ensure_database(os.environ.get("DATABASE_URL", ""))
 django.setup()

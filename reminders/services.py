@@ -537,23 +537,16 @@ def _final_text(
         templates[key] = templating.template_for(
             kind=kind, channel=channel, language=language, location=location
         )
-    subject, body, row = templates[key]
-    # As templating.render does, from the template found (which it looks up itself).
-    lang = (
-        row.language
-        if row is not None
-        else (language if (kind, channel, language) in templating.DEFAULTS else "en")
-    )
-    values = templating.values_for(
+    rendered = templating.render(
+        kind=kind,
+        channel=channel,
+        language=language,
         location=location,
         first_name=", ".join(names[:-1]) + f" & {names[-1]}" if len(names) > 1 else names[0],
-        language=lang,
-        channel=channel,
         when=when,
+        found=templates[key],
     )
-    text = templating.fill(body, values).strip()
-    new_subject = templating.fill(subject, values).strip()
-    new_body = templating.gsm_friendly(text) if channel == OutboundMessage.Channel.SMS else text
+    new_subject, new_body = rendered.subject, rendered.body
     if (new_subject, new_body) == (message.subject, message.body):
         return False
     message.subject, message.body = new_subject, new_body

@@ -257,8 +257,11 @@ def render(
     location: Location,
     first_name: str,
     when: dt.datetime | dt.date | None = None,
+    found: tuple | None = None,
 ) -> Rendered:
-    subject, body, row = template_for(
+    """The message's words. `found` is `template_for`'s answer when the caller already
+    has it (a send batch looks each template up once)."""
+    subject, body, row = found or template_for(
         kind=kind, channel=channel, language=language, location=location
     )
     lang = (
