@@ -8,6 +8,7 @@ a 404, through followups.selectors.followup_get.
 import datetime as dt
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -109,20 +110,28 @@ def today(request: HtmxHttpRequest) -> HttpResponse:
     assigned = request.GET.get("assigned", "")
     filters = _worklist_filters(request, location)
     day = _today_at(location)
-    counts = selectors.worklist_counts(user=request.user, filters=filters, today=day)
+    tabs = selectors.worklist_tab_counts(
+        user=request.user, filters=filters, today=day, cap=settings.WORKLIST_COUNT_CAP
+    )
     rows = selectors.worklist(user=request.user, filters=filters, today=day)
-    # The bucket counts already say how many rows the list has: no second COUNT(*)
-    # over every active follow-up of the user's locations.
-    shown = counts[filters.bucket] if filters.bucket in selectors.BUCKETS else None
-    total = counts["overdue"] + counts["due"] if shown is None else shown
-    page = CountedPaginator(rows, 25, count=total).get_page(request.GET.get("page"))
+    # The tab counts already say how many rows the list has: no second COUNT(*).
+    # Past the cap, pages reach the first WORKLIST_COUNT_CAP rows of each bucket.
+    shown = (filters.bucket,) if filters.bucket in selectors.BUCKETS else ("overdue", "due")
+    page = CountedPaginator(
+        rows,
+        25,
+        count=sum(tabs.counts[b] for b in shown),
+        more=bool(tabs.more.intersection(shown)),
+    ).get_page(request.GET.get("page"))
     # Per row: a follow-up at a location where the user only reads gets no actions.
     actionable = set(location_ids_for(user=request.user, perm=CHANGE_PATIENTS))
     location_ids = [loc.pk for loc in locations]
     context = {
         "page": page,
         "rows": [_row_context(f, can_act=f.location_id in actionable) for f in page.object_list],
-        "counts": counts,
+        "counts": tabs.counts,
+        "tabs": [(b, selectors.BUCKET_LABELS[b], tabs.label(b)) for b in selectors.BUCKETS],
+        "to_contact": tabs.label("overdue", "due"),
         "filters": filters,
         "assigned": assigned,
         "bucket": filters.bucket if filters.bucket in selectors.BUCKETS else "",

@@ -319,6 +319,9 @@ PAGE_SIZE = 25
 # FOLLOWUP_DUE_WINDOW_DAYS; overdue = longer past due; lapsed = past "lapsed after".
 FOLLOWUP_UPCOMING_DAYS = env.int("FOLLOWUP_UPCOMING_DAYS", default=14)
 FOLLOWUP_DUE_WINDOW_DAYS = env.int("FOLLOWUP_DUE_WINDOW_DAYS", default=30)
+# Today's tabs count each bucket up to this many rows, then say "1,000+" (issue #7):
+# an exact count reads every active follow-up of the user's locations.
+WORKLIST_COUNT_CAP = env.int("WORKLIST_COUNT_CAP", default=1000)
 # For follow-ups added by hand whose type no rule creates.
 FOLLOWUP_DEFAULT_LAPSE_DAYS = 180
 FOLLOWUP_DEFAULT_MAX_ATTEMPTS = 3

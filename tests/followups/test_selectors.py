@@ -139,6 +139,53 @@ def test_its_buckets_follow_the_settings_boundaries(front_desk, due, today, sett
     }
 
 
+def test_each_buckets_plain_ranges_say_what_the_bucket_expression_says(due, today, settings):
+    """bucket_q (what lists filter and count on, by index) and bucket_expression (what
+    a row shows) must agree on every status × due date × lapse date around the edges."""
+    settings.FOLLOWUP_UPCOMING_DAYS = 7
+    settings.FOLLOWUP_DUE_WINDOW_DAYS = 10
+    for status in selectors.WORKLIST_STATUSES:
+        for days_ago in (-9, -8, -7, -1, 0, 1, 10, 11, 40):
+            for lapse_in in (-1, 0, 1, 30):
+                due(days_ago, status=status, lapses_on=today + dt.timedelta(days=lapse_in))
+    shown = Followup.objects.annotate(bucket=selectors.bucket_expression(today))
+    for bucket in selectors.BUCKETS:
+        expected = {f.pk for f in shown if f.bucket == bucket}
+        assert expected, bucket
+        assert (
+            set(
+                Followup.objects.filter(selectors.bucket_q(bucket, today)).values_list(
+                    "pk", flat=True
+                )
+            )
+            == expected
+        ), bucket
+
+
+def test_tab_counts_are_exact_up_to_the_cap_then_say_more(front_desk, due, today, south):
+    for days_ago in (40, 50, 60, 3):
+        due(days_ago)
+    due(-3)
+
+    exact = worklist_counts(user=front_desk, filters=ALL, today=today)
+    assert exact == {"overdue": 3, "due": 1, "upcoming": 1, "lapsed": 0}
+    roomy = selectors.worklist_tab_counts(user=front_desk, filters=ALL, today=today, cap=10)
+    assert (roomy.counts, roomy.more) == (exact, frozenset())
+    assert roomy.label("overdue", "due") == "4"
+
+    tight = selectors.worklist_tab_counts(user=front_desk, filters=ALL, today=today, cap=2)
+    assert tight.counts == {"overdue": 2, "due": 1, "upcoming": 1, "lapsed": 0}
+    assert tight.more == {"overdue"}
+    elsewhere = WorklistFilters(location=south)  # not one of the front desk's
+    none = selectors.worklist_tab_counts(user=front_desk, filters=elsewhere, today=today, cap=2)
+    assert (none.counts, none.more) == (dict.fromkeys(selectors.BUCKETS, 0), frozenset())
+    assert (tight.label("overdue"), tight.label("due"), tight.label("overdue", "due")) == (
+        "2+",
+        "1",
+        "3+",
+    )
+
+
 def test_it_leaves_out_patients_nobody_may_contact(front_desk, due, north):
     reachable = due(5)
     for status in (Patient.Status.DECEASED, Patient.Status.INACTIVE, Patient.Status.MOVED):

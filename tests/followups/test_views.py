@@ -63,6 +63,30 @@ def test_it_lists_due_follow_ups_of_own_location_only(
     assert response.context["counts"] == {"overdue": 0, "due": 1, "upcoming": 0, "lapsed": 0}
 
 
+def test_past_the_count_cap_the_tabs_and_pages_say_so(client, front_desk, north, recall, settings):
+    settings.WORKLIST_COUNT_CAP = 30
+    for i in range(31):
+        make_followup(PatientFactory(home_location=north), recall, days_overdue=40 + i)
+    make_followup(PatientFactory(home_location=north), recall, days_overdue=2)
+    client.force_login(front_desk)
+
+    response = client.get(reverse("followups:today"))
+    html = response.content.decode()
+    assert '<span class="bucket-count">31+</span> To contact' in html
+    assert '<span class="bucket-count">30+</span> Overdue' in html
+    assert '<span class="bucket-count">1</span> Due' in html
+    assert "Page 1 of 2 · 31+ follow-ups" in html
+    assert "Pages reach the first 31 of these follow-ups" in html
+    # The pages hold the counted rows, most overdue first: the 26th to the 31st.
+    second = client.get(reverse("followups:today") + "?page=2").context["rows"]
+    assert [row["f"].due_date for row in second] == [
+        timezone.localdate() - dt.timedelta(days) for days in range(45, 39, -1)
+    ]
+
+    exact = client.get(reverse("followups:today") + "?bucket=due").content.decode()
+    assert "Pages reach the first" not in exact
+
+
 def test_it_shows_preferred_channel_consent_and_contact_on_the_row(
     client, front_desk, north_patient, recall
 ):
