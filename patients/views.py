@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
@@ -28,6 +27,7 @@ from patients.models import Appointment, Patient
 from practicecrm import exports
 from practicecrm.audit import log_access
 from practicecrm.http import HtmxHttpRequest
+from practicecrm.pagination import CountedPaginator
 from reminders.selectors import patient_messages
 
 
@@ -73,7 +73,8 @@ def patient_list(request: HtmxHttpRequest) -> HttpResponse:
     patients = selectors.patient_list(
         user=request.user, query=query, location=location, status=status
     )
-    page = Paginator(patients, 25).get_page(request.GET.get("page"))
+    total = selectors.visible_patient_count(patients, user=request.user)
+    page = CountedPaginator(patients, 25, count=total).get_page(request.GET.get("page"))
     context = {
         "page": page,
         "query": query,

@@ -4,27 +4,31 @@ from functools import cached_property
 
 from django.http import HttpRequest
 
-from followups.selectors import can_read_rules
-from imports.selectors import can_import
-from locations.access import VIEW_REPORTS, locations_for
+from imports.selectors import IMPORT_PERM
+from locations.access import MANAGE_LOCATION, VIEW_REPORTS, location_grants
 from reminders.selectors import unread_reply_count
 
 
 class Nav:
-    """What the main navigation offers the user, computed only when a template asks."""
+    """What the main navigation offers the user, computed only when a template asks,
+    from the grants the page has already read (locations.access.location_grants)."""
 
     def __init__(self, user) -> None:
         self.user = user
 
+    def _holds(self, *perms: str) -> bool:
+        return any(held.intersection(perms) for held in location_grants(self.user).values())
+
     @cached_property
     def can_read_rules(self) -> bool:
-        return can_read_rules(user=self.user)
+        # followups.selectors.can_read_rules: reports readers and location managers.
+        return self._holds(VIEW_REPORTS, MANAGE_LOCATION)
 
     @cached_property
     def can_read_outreach_setup(self) -> bool:
         # Managers read the setup of their locations; admins (who also hold
         # VIEW_REPORTS) change it.
-        return locations_for(self.user, VIEW_REPORTS).exists()
+        return self._holds(VIEW_REPORTS)
 
     @cached_property
     def can_view_reports(self) -> bool:
@@ -33,7 +37,7 @@ class Nav:
 
     @cached_property
     def can_import(self) -> bool:
-        return can_import(user=self.user)
+        return self._holds(IMPORT_PERM)  # imports.selectors.can_import
 
     @cached_property
     def unread_replies(self) -> int:

@@ -13,6 +13,7 @@ from tests.factories import (
     AppointmentFactory,
     GrantFactory,
     HouseholdFactory,
+    LocationFactory,
     PatientFactory,
     staff,
 )
@@ -141,6 +142,26 @@ def test_it_filters_by_location_including_patients_shared_there(front_desk, nort
     shared.shared_with.add(north)
     assert list(selectors.patient_list(user=front_desk, location=north)) == [at_north, shared]
     assert list(selectors.patient_list(user=front_desk, location=south)) == [at_south, shared]
+
+
+def test_the_list_count_adds_its_two_halves_to_the_lists_length(front_desk, north, south):
+    """visible_patient_count: home here, or shared here with a home elsewhere — each
+    patient once, merged records and other locations' patients never."""
+    east = LocationFactory(name="East")
+    PatientFactory.create_batch(3, home_location=north, last_name="Home")
+    shared_in = PatientFactory(home_location=south, last_name="Shared")
+    shared_in.shared_with.add(north)
+    both = PatientFactory(home_location=north, last_name="Both")
+    both.shared_with.add(north, east)
+    PatientFactory(home_location=north, last_name="Gone", merged_into=both)
+    PatientFactory.create_batch(2, home_location=south, last_name="Away")
+    PatientFactory(home_location=east, last_name="Away").shared_with.add(south)
+
+    for kwargs in ({}, {"location": north}, {"location": south}, {"query": "shared"}):
+        rows = selectors.patient_list(user=front_desk, **kwargs)
+        assert selectors.visible_patient_count(rows, user=front_desk) == len(list(rows)), kwargs
+    everyone = selectors.patient_list(user=front_desk)
+    assert selectors.visible_patient_count(everyone, user=front_desk) == 5
 
 
 def test_it_filters_by_status(front_desk, north):
