@@ -13,6 +13,7 @@ from locations.access import (
     VIEW_PATIENTS,
     VIEW_REPORTS,
     has_location_perm,
+    location_grants,
     locations_for,
 )
 from locations.models import Location, LocationGrant, Role
@@ -165,3 +166,42 @@ def test_it_needs_every_permission_as_an_object_permission(north):
     other = LocationFactory()
     assert list(locations_for(user)) == [north]
     assert not has_location_perm(user, VIEW_PATIENTS, other)
+
+
+def test_the_grants_read_once_per_request_say_what_locations_for_says(north, south):
+    """location_grants (one query, every permission) against guardian's own answer
+    per permission: direct grants, a group's object permissions, global permissions
+    (which never count), closed locations (neither), inactive and anonymous users."""
+    east = LocationFactory(name="East")
+    closed = LocationFactory(name="Closed", is_active=False)
+    user = staff(Role.FRONT_DESK, north)
+    GrantFactory(user=user, location=south, role=Role.ADMIN)
+    GrantFactory(user=user, location=closed, role=Role.ADMIN)
+    group = Group.objects.create(name="Reporting")
+    assign_perm(f"locations.{VIEW_REPORTS}", group, east)
+    user.groups.add(group)
+    user.user_permissions.add(Permission.objects.get(codename=CHANGE_PATIENTS))
+
+    def both(who):
+        grants = location_grants(who)
+        for perm in (
+            VIEW_PATIENTS,
+            CHANGE_PATIENTS,
+            CHANGE_APPOINTMENTS,
+            VIEW_REPORTS,
+            MANAGE_LOCATION,
+        ):
+            expected = {loc.pk for loc in locations_for(who, perm)}
+            assert {pk for pk, held in grants.items() if perm in held} == expected, perm
+        return grants
+
+    assert both(user) == {
+        north.pk: ROLE_PERMISSIONS[Role.FRONT_DESK],
+        south.pk: ROLE_PERMISSIONS[Role.ADMIN],
+        east.pk: {VIEW_REPORTS},
+    }
+    user.is_active = False
+    user.save()
+    del user._location_grants  # kept on the user object for its request
+    assert both(user) == {}
+    assert location_grants(AnonymousUser()) == {}
