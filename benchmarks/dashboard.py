@@ -139,6 +139,7 @@ def build() -> None:
             attempts.append(
                 ContactAttempt(
                     followup=f,
+                    location_id=f.location_id,
                     channel="call",
                     outcome="left_message",
                     staff=staff_users[f.location_id % LOCATIONS],
@@ -242,9 +243,9 @@ SELECT f.id, f.location_id, f.patient_id, a.created_at, random() AS r
   JOIN patients_appointment a ON a.id = f.scheduled_appointment_id
  WHERE a.external_system = 'bench-hist';
 INSERT INTO followups_contactattempt
-  (channel, outcome, note, phone, attempted_at, staff_id, followup_id)
+  (channel, outcome, note, phone, attempted_at, staff_id, followup_id, location_id)
 SELECT 'call', 'left_message', '', '', h.created_at - floor(h.r * 20) * interval '1 day',
-       u.id, h.id
+       u.id, h.id, h.location_id
   FROM hist_fu h
   LEFT JOIN auth_user u
          ON u.username = 'bench-desk-' || ((h.location_id - %(first_location)s) %% 20)

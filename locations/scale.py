@@ -1468,6 +1468,7 @@ class _Generator:
             row = {
                 "id": table.take_id(),
                 "followup_id": followup["id"],
+                "location_id": followup["location_id"],
                 "channel": channel,
                 "outcome": outcome,
                 "note": rng.choice(ATTEMPT_NOTES.get(outcome, ("", "", ""))),

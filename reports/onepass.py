@@ -56,12 +56,13 @@ def available() -> bool:
 
 # Follow-ups with a contact from the attribution window before the period to its
 # end. Every follow-up contacted in the period is one, and so is every follow-up
-# booked from recall in it (its contact came at most the window before). A
-# message counts only from the locations' own outbox; an attempt has no location
-# of its own (its follow-up's is checked in `cand`).
+# booked from recall in it (its contact came at most the window before). Both
+# read only the locations' own rows (an attempt carries its follow-up's location:
+# attempt_location_time_idx; a message its own: outbox_recall_location_sent_idx).
 _CONTACTED = """
     SELECT followup_id FROM followups_contactattempt
-     WHERE attempted_at >= %(since_contact)s AND attempted_at < %(until)s
+     WHERE location_id = ANY(%(ids)s)
+       AND attempted_at >= %(since_contact)s AND attempted_at < %(until)s
     UNION ALL
     SELECT followup_id FROM reminders_outboundmessage
      WHERE kind = %(recall)s AND followup_id IS NOT NULL
@@ -87,7 +88,8 @@ _CONTACT = """
                (t.attempted_at AT TIME ZONE c.time_zone)::date AS day
           FROM followups_contactattempt t
           JOIN cand c ON c.id = t.followup_id
-         WHERE t.attempted_at >= %(since_contact)s AND t.attempted_at < %(until)s
+         WHERE t.location_id = ANY(%(ids)s)
+           AND t.attempted_at >= %(since_contact)s AND t.attempted_at < %(until)s
         UNION ALL
         SELECT c.id, false, NULL, m.sent_at, (m.sent_at AT TIME ZONE l.time_zone)::date
           FROM reminders_outboundmessage m

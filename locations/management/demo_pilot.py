@@ -110,6 +110,7 @@ def seed_recall_history(seeder: Any, recorded_by: Any) -> Counter[str]:
         attempts.setdefault(staff, []).append(
             ContactAttempt(
                 followup=followup,
+                location_id=followup.location_id,
                 channel=channel,
                 outcome="booked" if rng.random() < 0.7 else "left_message",
                 note="",
@@ -170,6 +171,7 @@ def seed_recall_history(seeder: Any, recorded_by: Any) -> Counter[str]:
         attempts.setdefault(staff, []).append(
             ContactAttempt(
                 followup=followup,
+                location_id=followup.location_id,
                 channel="call",
                 outcome=rng.choice(("no_answer", "left_message", "declined")),
                 note="",

@@ -1107,7 +1107,9 @@ class DemoSeeder:
                 staff = rng.choice(site.front_desk or site.recorders)
                 tries = self._tries(min(f.due_date for f in theirs), patient, site)
                 attempts[staff] += [
-                    ContactAttempt(followup=followup, staff=staff, **attempt)
+                    ContactAttempt(
+                        followup=followup, location_id=followup.location_id, staff=staff, **attempt
+                    )
                     for followup in theirs
                     for attempt in tries
                 ]

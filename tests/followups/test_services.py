@@ -606,6 +606,8 @@ def test_it_records_the_attempt_with_who_and_when(reachable):
         followup=followup, channel="call", outcome="declined", note="Next spring", by=clerk, at=at
     )
     assert (attempt.staff, attempt.attempted_at, attempt.note) == (clerk, at, "Next spring")
+    # The follow-up's location, copied for the reports' location ranges.
+    assert ContactAttempt.objects.get(pk=attempt.pk).location_id == followup.location_id
     assert Followup.objects.get(pk=followup.pk).status == Status.CONTACTED
     assert entries(attempt, LogEntry.Action.CREATE).exists()
 
