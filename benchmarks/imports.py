@@ -305,8 +305,9 @@ def run() -> list[Figure]:
             limit_unit="MB",
             limit_label=f"the same run for {small_rows:,} rows, in a process of its own",
             target="flat in file size (5× the rows, < 15 % more)",
-            # Bounded caches (folded names, dates, phones) fill up with the first
-            # tens of thousands of rows; beyond that nothing grows with the file.
+            # The import's caches (folded names, dates, phones: imports.parsing.
+            # CACHE_SIZE entries each) fill up with the first thousand-odd rows;
+            # beyond that nothing grows with the file.
             met=big["peak_mb"] <= small["peak_mb"] * 1.15,
             extra={
                 f"before the {ROWS:,} rows MB": big["start_mb"],

@@ -16,6 +16,7 @@
 """
 
 import datetime as dt
+import functools
 import itertools
 import queue
 import threading
@@ -37,6 +38,7 @@ from followups.models import Followup
 from imports.mapping import FIELDS
 from imports.models import ImportSource, SourceRecallDate
 from imports.parsing import (
+    CACHE_SIZE,
     CellError,
     parse_date,
     parse_datetime,
@@ -49,6 +51,7 @@ from imports.readers import Table
 from locations.access import CHANGE_PATIENTS, locations_for
 from locations.models import Location
 from patients.models import Appointment, AppointmentType, ExternalIdentifier, Patient, Provider
+from patients.phones import phone_search_digits
 from patients.search import fold
 from patients.selectors import patients_visible_to
 from practicecrm.audit import bulk_create_audited, copy_insert
@@ -96,6 +99,12 @@ LANGUAGES = (
 )
 SAMPLE_LIMIT = 25
 REPORT_LIMIT = 2000
+# The import folds names through a cache of its own, small like the parsers'
+# (imports.parsing.CACHE_SIZE). patients.search.fold's is the whole process's, and
+# large: a file's one-off names (each last name, each full name for the search
+# column) would fill it, and the import's memory would grow with the file up to
+# that cache's size. Repeated names (first names, a household's) still hit here.
+_fold = functools.lru_cache(maxsize=CACHE_SIZE)(fold.__wrapped__)
 
 
 @dataclass
@@ -305,7 +314,7 @@ class Importer:
                 if dob > self.today:
                     fail("date_of_birth", f"“{get('date_of_birth')}” is in the future")
                 row.patient["date_of_birth"] = dob
-                row.key = (fold(first[:100]), fold(last[:100]), dob)
+                row.key = (_fold(first[:100]), _fold(last[:100]), dob)
             except CellError as exc:
                 fail("date_of_birth", f"date of birth {exc}")
         for target in ("mobile_phone", "home_phone"):
@@ -326,14 +335,14 @@ class Importer:
                 else:
                     row.patient[target] = value
         if raw := get("language"):
-            if code := LANGUAGES.get(fold(raw)):
+            if code := LANGUAGES.get(_fold(raw)):
                 row.patient["language"] = code
             else:
                 warn("language", f"“{raw}” is not a language we send in; left as it was")
         row.external_id = get("external_id")[:100]
         row.location = self.default_location
         if raw := get("location"):
-            row.location = self.locations.get(fold(raw))
+            row.location = self.locations.get(_fold(raw))
             if row.location is None:
                 known = ", ".join(sorted({loc.name for loc in self.locations.values()}))
                 fail("location", f"“{raw}” is not one of the locations ({known})")
@@ -370,7 +379,7 @@ class Importer:
             fail("appointment_time", f"{at:%H:%M} does not exist on {day} in {location.time_zone}")
             return
         raw_type = get("appointment_type")
-        visit_type = self.types.get(fold(raw_type)) if raw_type else None
+        visit_type = self.types.get(_fold(raw_type)) if raw_type else None
         if visit_type is None:
             known = ", ".join(sorted({t.name for t in self.types.values()})[:12])
             fail(
@@ -390,12 +399,12 @@ class Importer:
             if end <= start:
                 fail("appointment_end", "the appointment ends before it starts")
                 return
-        raw_status = fold(get("appointment_status"))
+        raw_status = _fold(get("appointment_status"))
         status = APPOINTMENT_STATUS.get(raw_status) if raw_status else Appointment.Status.SCHEDULED
         if status is None:
             fail("appointment_status", f"“{get('appointment_status')}” is not a status we know")
             return
-        provider = self.providers.get(fold(get("provider"))) if get("provider") else None
+        provider = self.providers.get(_fold(get("provider"))) if get("provider") else None
         row.appointment = {
             "external_id": get("appointment_id")[:100],
             "start": start,
@@ -527,15 +536,15 @@ class Importer:
         for row in rows:
             first, last = row.patient["first_name"], row.patient["last_name"]
             location = (row.appointment or {}).get("location") or self.source.location
-            wanted = (fold(first), fold(last))
+            wanted = (_fold(first), _fold(last))
             same = [
                 p
                 for p in self._patients()
-                .filter(search_name__contains=fold(last))
+                .filter(search_name__contains=_fold(last))
                 .filter(Q(home_location=location) | Q(shared_with=location))
                 .distinct()
-                if (fold(p.first_name), fold(p.last_name)) == wanted
-                or (fold(p.preferred_name), fold(p.last_name)) == wanted
+                if (_fold(p.first_name), _fold(p.last_name)) == wanted
+                or (_fold(p.preferred_name), _fold(p.last_name)) == wanted
             ]
             name = f"{first} {last}"
             if len(same) != 1:
@@ -580,18 +589,28 @@ class Importer:
             and r.key not in self.created
         ]
         # Everyone born on those days, as plain values: for a new file that is most
-        # of the work, and a full record is built only for the people matched.
+        # of the work, and a full record is built only for the people matched. Only
+        # those who are, or resemble, a row are kept: a big table has many more
+        # people born on a chunk's days than the chunk has rows, and memory must
+        # stay the chunk's, not grow with the table.
         by_key: dict[tuple, list[int]] = defaultdict(list)
         by_dob: dict[dt.date, list[tuple]] = defaultdict(list)
+        keys = {r.key for r in by_name}
+        born_on: dict[dt.date, list[Row]] = defaultdict(list)
+        for r in by_name:
+            born_on[r.key[2]].append(r)
         candidates = (
             self._patients()
-            .filter(_any_of("date_of_birth", {r.key[2] for r in by_name}))
+            .filter(_any_of("date_of_birth", born_on))
             .values_list("pk", "first_name", "last_name", "date_of_birth", "mobile_phone", "email")
         )
         for pk, first, last, born, mobile, email in candidates if by_name else ():
-            folded_last = fold(last)
-            by_key[(fold(first), folded_last, born)].append(pk)
-            by_dob[born].append((pk, folded_last, mobile, email.lower()))
+            folded_last = _fold(last)
+            if (key := (_fold(first), folded_last, born)) in keys:
+                by_key[key].append(pk)
+            candidate = (pk, folded_last, mobile, email.lower())
+            if any(_resembles(candidate, r) for r in born_on[born]):
+                by_dob[born].append(candidate)
         found: dict[int, list[int]] = {}
         for row in by_name:
             same = by_key.get(row.key, [])
@@ -633,7 +652,7 @@ class Importer:
     def _new_patient(self, row: Row) -> Patient:
         location = row.location or self.default_location
         patient = self.make_patient(home_location_id=location.pk, **row.patient)
-        patient.refresh_search_fields()
+        _refresh_search_fields(patient)
         return patient
 
     def _external_id(self, patient: Patient, value: str) -> ExternalIdentifier:
@@ -772,6 +791,20 @@ class Importer:
             copy_insert(SourceRecallDate, recall_dates) or SourceRecallDate.objects.bulk_create(
                 recall_dates
             )
+
+
+def _refresh_search_fields(patient: Patient) -> None:
+    """Patient.refresh_search_fields() (a test holds them equal), for a new patient.
+
+    Without the process-wide fold cache: a full name is folded once and never
+    again, and keeping 100,000 of them made memory grow with the file.
+    """
+    patient.search_name = fold.__wrapped__(
+        f"{patient.first_name} {patient.preferred_name} {patient.last_name}"
+    )
+    patient.search_phones = " ".join(
+        filter(None, (phone_search_digits(p) for p in (patient.mobile_phone, patient.home_phone)))
+    )
 
 
 def _resembles(candidate: tuple, row: Row) -> bool:

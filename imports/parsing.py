@@ -20,6 +20,13 @@ _SERIAL = re.compile(r"\d{4,5}(\.0+)?")
 _ISO_WITH_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]")
 # Excel's day 0 is 1899-12-30 (it counts 1900 as a leap year).
 EXCEL_EPOCH = dt.date(1899, 12, 30)
+# Entries per cache of parsed values, here and in the engine. Enough for the
+# values a file repeats (recall days, first names, a household's phone on
+# adjacent rows); kept small because most cells of a big file are seen once, and
+# each of those replaces an entry: the new entry outlives the rows it was read
+# with, scattered among them, and a large cache churned that way kept freed
+# memory from being reused — the import's memory grew with the file.
+CACHE_SIZE = 1024
 
 
 class CellError(ValueError):
@@ -31,10 +38,11 @@ def parse_date(text: str, *, order: str | None = None) -> dt.date:
     return _parse_date(text, order or settings.IMPORT_DATE_ORDER)  # "MDY" or "DMY"
 
 
-# Cached: a file repeats its dates (birthdays, a few hundred recall days) and the
-# answer depends on the text and the order alone. A refusal is an exception,
-# which is not cached, so a bad cell is read again each time, as before.
-@functools.lru_cache(maxsize=8192)
+# Cached: a file repeats its dates (a few hundred recall days, common birthdays)
+# and the answer depends on the text and the order alone. A refusal is an
+# exception, which is not cached, so a bad cell is read again each time, as before.
+# The caches are small on purpose (CACHE_SIZE).
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def _parse_date(text: str, order: str) -> dt.date:
     value = text.strip()
     if not value:
@@ -116,7 +124,7 @@ def parse_phone(text: str) -> str:
 # Cached like the dates: a household shares a home phone, a visit list names the
 # same person on many rows. Reading a number with `phonenumbers` costs about a
 # tenth of a big import; a refusal (an exception) is not cached.
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def _parse_phone(text: str, region: str) -> str:
     if found := _north_american(text, region):
         return found

@@ -109,7 +109,9 @@ def _encoding(path: Path, head: bytes, name: str) -> str:
         decoder = codecs.getincrementaldecoder(encoding)()
         try:
             with path.open("rb") as handle:
-                while chunk := handle.read(1 << 20):
+                # 64 KiB at a time: each block's decoded text is thrown away, and a
+                # block of accented text decodes to up to four times its size.
+                while chunk := handle.read(1 << 16):
                     decoder.decode(chunk)
                 decoder.decode(b"", final=True)
             return encoding

@@ -13,6 +13,7 @@ import json
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 
 from auditlog.cid import get_cid
@@ -192,8 +193,11 @@ def copy_insert(model: type[M], objs: Sequence[M]) -> list[M]:
         return []
     table = model._meta.db_table
     with connection.cursor() as cursor:
+        # The sequence looked up once: pg_get_serial_sequence() in the select list
+        # is run again for every id, and cost seven times the nextval() itself.
         cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            "WITH s AS MATERIALIZED (SELECT pg_get_serial_sequence(%s, %s)::regclass AS seq) "
+            "SELECT nextval(s.seq) FROM s, generate_series(1, %s)",
             [connection.ops.quote_name(table), pk.column, len(objs)],
         )
         ids = [row[0] for row in cursor.fetchall()]
@@ -223,9 +227,10 @@ def copy_insert(model: type[M], objs: Sequence[M]) -> list[M]:
                     for (plain, read), found in zip(readers, read_all(obj), strict=False)
                 ]
             )
+    alias = connection.alias  # read through the proxy once, not per object
     for obj in objs:
         obj._state.adding = False
-        obj._state.db = connection.alias
+        obj._state.db = alias
     return objs
 
 
@@ -318,6 +323,18 @@ def _copy(rows: Iterable[Sequence[Any]]) -> None:
             copy.write_row(row)
 
 
+class _ConnectionBusy(BaseException):
+    """A query asked for while the connection is in a COPY (_copy_create_entries).
+
+    A BaseException, so that no `except Exception` in the code that queried
+    (a model's __str__, say) takes it for an ordinary failure and carries on.
+    """
+
+
+def _refuse_queries(execute, sql, params, many, context):
+    raise _ConnectionBusy
+
+
 def _write_entries(entries: Iterable[LogEntry]) -> None:
     """Insert audit entries: with COPY on PostgreSQL, bulk_create elsewhere."""
     entries = list(entries)
@@ -330,7 +347,46 @@ def _write_entries(entries: Iterable[LogEntry]) -> None:
 
 
 def _copy_create_entries(model: type[M], objs: Sequence[M]) -> None:
-    """The CREATE entries of bulk-created rows, with COPY.
+    """The CREATE entries of bulk-created rows, with COPY, built while they stream.
+
+    Building the entries costs Python about what storing them costs PostgreSQL, so
+    they are built row by row into the COPY and the two work at once. A
+    connection in COPY mode can run no query, though, and building an entry may
+    need one (a related row for its text): the first entry, and with it what all
+    share, is built before the COPY; should a later one query, it is stopped
+    there, the COPY ends with the rows sent so far, and the rest are built in
+    full and copied after.
+    """
+    build = _create_entry_rows(model, objs)
+    rows = build(objs)
+    first = next(rows)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in _log_fields())
+    sent = 0
+    with (
+        connection.wrap_database_errors,
+        connection.cursor() as cursor,
+        cursor.cursor.copy(
+            f"COPY {connection.ops.quote_name(LogEntry._meta.db_table)} ({columns}) FROM STDIN"
+        ) as copy,
+    ):
+        copy.write_row(first)
+        sent = 1
+        try:
+            with connection.execute_wrapper(_refuse_queries):
+                for row in rows:
+                    copy.write_row(row)
+                    sent += 1
+        except _ConnectionBusy:
+            pass
+    if sent < len(objs):
+        _copy(build(objs[sent:]))
+
+
+def _create_entry_rows(
+    model: type[M], objs: Sequence[M]
+) -> Callable[[Sequence[M]], Iterator[list[Any]]]:
+    """The CREATE entries of bulk-created rows: a function giving, for any run of
+    `objs`, their entries as rows for COPY, one by one.
 
     What differs from row to row (the object, its text, its changes, its
     additional data) is computed per row; the rest (content type, actor, address,
@@ -344,30 +400,31 @@ def _copy_create_entries(model: type[M], objs: Sequence[M]) -> None:
     at = {f.attname: i for i, f in enumerate(fields)}
     # The JSON columns as JSON text, which COPY hands to PostgreSQL as is: the
     # same json.dumps Django's JSONField runs, without its wrapper per value.
-    changes_json = _json_text(LogEntry._meta.get_field("changes"))
     additional_json = _json_text(LogEntry._meta.get_field("additional_data"))
 
-    def rows() -> Iterator[list[Any]]:
-        for obj, changes in zip(objs, _create_diffs(model, objs), strict=True):
+    def rows(objs: Sequence[M]) -> Iterator[list[Any]]:
+        for obj, changes in zip(objs, _create_diffs(model, objs, as_json=True), strict=True):
             row = fixed.copy()
             pk = obj.pk
             row[at["object_pk"]] = str(pk)
             row[at["object_id"]] = pk if isinstance(pk, int) else None
             row[at["object_repr"]] = smart_str(obj)[:2000]
-            row[at["changes"]] = changes_json(changes)
+            row[at["changes"]] = changes
             get_additional = getattr(obj, "get_additional_data", None)
             if callable(get_additional):
                 row[at["additional_data"]] = additional_json(get_additional())
             yield row
 
-    _copy(rows())
+    return rows
 
 
 def _json_text(field: Any) -> Callable[[Any], str | None]:
-    encoder = field.encoder
+    # One encoder for all the rows: json.dumps(value, cls=...) makes a new one for
+    # each value, with the same (default) options and so the same text.
+    encode = (field.encoder or json.JSONEncoder)().encode
 
     def dumps(value: Any) -> str | None:
-        return None if value is None else json.dumps(value, cls=encoder)
+        return None if value is None else encode(value)
 
     return dumps
 
@@ -376,7 +433,7 @@ def _json_text(field: Any) -> Callable[[Any], str | None]:
 _PLAIN, _FOREIGN_KEY, _DATE_TIME, _CONSTANT, _OTHER = range(5)
 
 
-def _create_diffs(model: type[M], objs: Sequence[M]) -> Iterator[dict | None]:
+def _create_diffs(model: type[M], objs: Sequence[M], *, as_json: bool = False) -> Iterator[Any]:
     """What auditlog's model_instance_diff(None, obj) gives, for many new rows at once.
 
     The field list, its include/exclude filtering, how each field's value is read
@@ -386,6 +443,9 @@ def _create_diffs(model: type[M], objs: Sequence[M]) -> Iterator[dict | None]:
     (as auditlog's get_field_value reads them); anything else goes through
     get_field_value itself. A test checks the result equals model_instance_diff's
     for every registered model.
+
+    With `as_json`, each diff comes as the text of the `changes` column (what
+    Django's JSONField would store for it; None for no changes), for COPY.
     """
     from auditlog.diff import get_field_value, get_fields_in_model, get_mask_function, is_primitive
 
@@ -446,7 +506,10 @@ def _create_diffs(model: type[M], objs: Sequence[M]) -> Iterator[dict | None]:
     read_all = operator.attrgetter(*attributes, "_state")  # always a tuple
 
     if mask is None and not use_json:
-        yield from _text_diffs(objs, plan, attributes, use_tz)
+        yield from _text_diffs(objs, plan, attributes, use_tz, as_json=as_json)
+        return
+    if as_json:
+        yield from map(_json_text(LogEntry._meta.get_field("changes")), _create_diffs(model, objs))
         return
     for obj in objs:
         diff = {}
@@ -470,8 +533,13 @@ def _create_diffs(model: type[M], objs: Sequence[M]) -> Iterator[dict | None]:
 
 
 def _text_diffs(
-    objs: Sequence[Any], plan: list[tuple[str, Any, int, Any]], attributes: list[str], use_tz: bool
-) -> Iterator[dict | None]:
+    objs: Sequence[Any],
+    plan: list[tuple[str, Any, int, Any]],
+    attributes: list[str],
+    use_tz: bool,
+    *,
+    as_json: bool = False,
+) -> Iterator[Any]:
     """_create_diffs for changes kept as text, unmasked: auditlog's default, the import's.
 
     Every "before" is the same text for every row, and a str is its own text,
@@ -488,6 +556,20 @@ def _text_diffs(
     read_plain = operator.attrgetter(*(attributes[i] for i in plain), "_state")
     rest = [(*plan[i], old_text[i], attributes[i]) for i in range(len(plan)) if i not in plain]
     order = [name for name, _, _, _ in plan] if connection.vendor != "postgresql" else None
+
+    def found_text(obj: Any, kind: int, extra: Any, attribute: str) -> Any:
+        if kind == _OTHER:
+            return get_field_value(obj, extra, False)
+        found = getattr(obj, attribute)
+        if kind == _DATE_TIME:
+            return _naive(obj, extra, found, use_tz, False)
+        if type(found) not in _PROTECTED:  # a foreign key: its id
+            return smart_str(found, strings_only=True)
+        return found
+
+    if as_json and order is None:
+        yield from _json_diffs(objs, plain_names, plain_old, read_plain, rest, found_text)
+        return
     for obj in objs:
         diff = {
             name: (old, text)
@@ -499,19 +581,58 @@ def _text_diffs(
                 if extra is not None:
                     diff[name] = extra
                 continue
-            if kind == _OTHER:
-                found = get_field_value(obj, extra, False)
-            else:
-                found = getattr(obj, attribute)
-                if kind == _DATE_TIME:
-                    found = _naive(obj, extra, found, use_tz, False)
-                elif type(found) not in _PROTECTED:  # a foreign key: its id
-                    found = smart_str(found, strings_only=True)
+            found = found_text(obj, kind, extra, attribute)
             if old != found:
                 diff[name] = (before, _text(found))
         if order is not None:
             diff = {name: diff[name] for name in order if name in diff}
-        yield diff or None
+        if as_json:
+            yield json.dumps(diff) if diff else None
+        else:
+            yield diff or None
+
+
+def _json_diffs(
+    objs: Sequence[Any],
+    plain_names: list[str],
+    plain_old: list[str],
+    read_plain: Callable[[Any], tuple],
+    rest: list[tuple],
+    found_text: Callable[..., Any],
+) -> Iterator[str | None]:
+    """_text_diffs as the JSON text json.dumps() makes of each diff, written directly.
+
+    Building the dict of (before, after) pairs and encoding it cost twice what
+    joining the pieces does: each field's `"name": ["before", ` is the same in
+    every row, and a value is encoded as json.dumps encodes a str. A test holds
+    the text equal to json.dumps of _create_diffs' dict.
+    """
+    quote = encode_basestring_ascii
+    plain_head = [
+        f"{quote(name)}: [{quote(old)}, " for name, old in zip(plain_names, plain_old, strict=True)
+    ]
+    steps: list[tuple[int, str, tuple | None]] = []
+    for name, old, kind, extra, before, attribute in rest:
+        if kind == _CONSTANT:
+            if extra is not None:
+                steps.append((kind, f"{quote(name)}: [{quote(extra[0])}, {quote(extra[1])}]", None))
+            continue
+        steps.append((kind, f"{quote(name)}: [{quote(before)}, ", (old, extra, attribute)))
+    for obj in objs:
+        parts = [
+            head + quote(text) + "]"
+            for head, old, found in zip(plain_head, plain_old, read_plain(obj), strict=False)
+            if (text := found if type(found) is str else _plain_text(found)) != old
+        ]
+        for kind, head, how in steps:
+            if how is None:
+                parts.append(head)
+                continue
+            old, extra, attribute = how
+            found = found_text(obj, kind, extra, attribute)
+            if old != found:
+                parts.append(head + quote(_text(found)) + "]")
+        yield "{" + ", ".join(parts) + "}" if parts else None
 
 
 def _naive(obj: Any, field: Any, found: Any, use_tz: bool, use_json: bool) -> Any:

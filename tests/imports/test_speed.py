@@ -7,20 +7,27 @@ on a thread of their own. Each is checked here against the long way round.
 
 import datetime as dt
 import itertools
+import json
 import threading
 
 import phonenumbers
 import pytest
+from auditlog.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.db import connection
 
 from imports import engine
-from imports.engine import Importer, _maker
+from imports.engine import Importer, _maker, _refresh_search_fields
 from imports.mapping import suggest
 from imports.models import SourceRecallDate
 from imports.parsing import _NANP, CellError, _north_american, parse_phone
 from imports.readers import Table
-from patients.models import ExternalIdentifier, Patient
+from patients.models import Appointment, ExternalIdentifier, Patient
 from patients.phones import InvalidPhone, normalize_phone
-from practicecrm.audit import copy_insert
+from patients.search import fold
+from practicecrm import audit
+from practicecrm.audit import _create_diffs, bulk_create_audited, copy_insert, system_actor
+from tests.factories import AppointmentTypeFactory, PatientFactory
 
 SHAPES = [
     "({a}) {b}-{c}",
@@ -115,6 +122,116 @@ def test_copy_insert_writes_what_the_objects_hold(north):
         ExternalIdentifier, [ExternalIdentifier(patient=patients[1], system="x", value="1")]
     )
     assert ExternalIdentifier.objects.get(pk=external.pk).patient_id == zoe.pk
+
+
+@pytest.mark.django_db
+def test_audit_entries_that_need_a_query_are_built_after_the_copy(north, monkeypatch):
+    """Entries stream into their COPY while built; one that queries (an appointment
+    whose type is not loaded, for its text) stops the stream, and it and the rest
+    are written after — all of them, in order, as auditlog would write them."""
+    if not _is_postgres():
+        pytest.skip("COPY is PostgreSQL's")
+    patient = PatientFactory(home_location=north)
+    visit = AppointmentTypeFactory(name="Cleaning")
+    start = dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.UTC)
+
+    def appointment(hours: int, *, loaded: bool) -> Appointment:
+        made = Appointment(
+            patient_id=patient.pk,
+            location_id=north.pk,
+            appointment_type_id=visit.pk,
+            start=start + dt.timedelta(hours=hours),
+            end=start + dt.timedelta(hours=hours, minutes=30),
+        )
+        if loaded:
+            made.location, made.appointment_type = north, visit
+        return made
+
+    objs = [appointment(h, loaded=h != 2) for h in range(5)]
+    after = []
+    copy_after = audit._copy
+    monkeypatch.setattr(audit, "_copy", lambda rows: copy_after(after.extend(rows) or after))
+    with system_actor():
+        created = bulk_create_audited(Appointment, objs)
+    entries = list(
+        LogEntry.objects.filter(
+            content_type=ContentType.objects.get_for_model(Appointment)
+        ).order_by("pk")
+    )
+    assert [e.object_id for e in entries] == [a.pk for a in created]
+    assert [e.object_repr for e in entries] == [str(a) for a in created]
+    assert [e.changes for e in entries] == [
+        json.loads(json.dumps(d)) for d in _create_diffs(Appointment, created)
+    ]
+    assert len({e.timestamp for e in entries}) == 1
+    # Two streamed; the one that looked its type up, and those after it, copied after.
+    assert [row[1] for row in after] == [str(a.pk) for a in created[2:]]  # object_pk
+
+
+@pytest.mark.django_db
+def test_changes_as_json_are_the_text_json_dumps_makes_of_the_diffs(north):
+    from tests.factories import AppointmentFactory, ChannelConsentFactory, FollowupFactory
+
+    patient = PatientFactory(
+        first_name="Zoë",
+        last_name='O"Núñez\\tab\t',
+        preferred_name="",
+        do_not_contact=True,
+        home_location=north,
+    )
+    opted_out = PatientFactory(sms_opted_out_at=dt.datetime(2026, 3, 8, 9, 30, tzinfo=dt.UTC))
+    for objs in (
+        [patient, opted_out],
+        [ChannelConsentFactory(patient=patient)],
+        [AppointmentFactory(patient=patient)],
+        [FollowupFactory(patient=patient, location=patient.home_location)],
+        [patient.home_location],
+        [ExternalIdentifier.objects.create(patient=patient, system="ehr", value="ü-1")],
+    ):
+        model = type(objs[0])
+        texts = list(_create_diffs(model, objs, as_json=True))
+        dicts = list(_create_diffs(model, objs))
+        assert texts == [json.dumps(d) if d else None for d in dicts], model.__name__
+    with connection.cursor() as cursor:  # and PostgreSQL reads it as the same JSON
+        cursor.execute("SELECT %s::jsonb = %s::jsonb", [texts[0], json.dumps(dicts[0])])
+        assert cursor.fetchone() == (True,)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"first_name": "José", "last_name": "Núñez", "preferred_name": ""},
+        {
+            "first_name": "Zoë",
+            "last_name": "O’Brien  Smith",
+            "preferred_name": "Zo",
+            "mobile_phone": "+15125550142",
+            "home_phone": "+442071838750",
+        },
+        {
+            "first_name": "Hương",
+            "last_name": "Nguyễn",
+            "preferred_name": "",
+            "home_phone": "+15125550100",
+        },
+        {"first_name": " Ana ", "last_name": "ŁÆØ", "preferred_name": "Å"},
+    ],
+)
+def test_the_imports_search_fields_are_the_models(values):
+    quick, slow = Patient(**values), Patient(**values)
+    _refresh_search_fields(quick)
+    slow.refresh_search_fields()
+    assert (quick.search_name, quick.search_phones) == (slow.search_name, slow.search_phones)
+
+
+@pytest.mark.django_db
+def test_a_big_file_leaves_the_shared_fold_cache_alone(source):
+    fold.cache_clear()
+    importer = Importer(source=source, headers=HEADERS, mapping=suggest(HEADERS), dry_run=False)
+    report = importer.run(Table(headers=HEADERS, rows=_rows(300), kind="csv"))
+    assert report.counts["new"] == 300
+    # A name seen once stays out of the process's cache (memory flat in file size).
+    assert fold.cache_info().currsize < 20
 
 
 def _is_postgres() -> bool:
