@@ -211,6 +211,17 @@ class Followup(models.Model):
                 condition=Q(status__in=["open", "contacted", "lapsed"]),
                 name="followup_active_idx",
             ),
+            # Today's "Lapsed" tab: marked lapsed, or past "lapsed after" while open.
+            models.Index(
+                fields=["location", "due_date"],
+                condition=Q(status="lapsed"),
+                name="followup_lapsed_idx",
+            ),
+            models.Index(
+                fields=["location", "lapses_on"],
+                condition=Q(status__in=["open", "contacted"]),
+                name="followup_lapsing_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -75,7 +75,11 @@ def bucket_q(bucket: str, today: dt.date) -> Q:
     followup_worklist_idx and followup_active_idx serve (a CASE no index can)."""
     window = dt.timedelta(days=settings.FOLLOWUP_DUE_WINDOW_DAYS)
     if bucket == "lapsed":
-        return Q(status=Followup.Status.LAPSED) | Q(lapses_on__lte=today)
+        # Marked lapsed, or open and past "lapsed after" (before the nightly job):
+        # followup_lapsed_idx and followup_lapsing_idx.
+        return Q(status=Followup.Status.LAPSED) | Q(
+            status__in=[Followup.Status.OPEN, Followup.Status.CONTACTED], lapses_on__lte=today
+        )
     if bucket == "overdue":
         return _live(today) & Q(due_date__lt=today - window)
     if bucket == "due":
