@@ -204,6 +204,12 @@ class Followup(models.Model):
                 condition=Q(status__in=["open", "contacted"]),
                 name="followup_worklist_idx",
             ),
+            # The same rows in the list's order across locations (a manager's Today).
+            models.Index(
+                fields=["due_date"],
+                condition=Q(status__in=["open", "contacted"]),
+                name="followup_worklist_due_idx",
+            ),
             models.Index(fields=["patient", "status"], name="followup_patient_idx"),
             # Today's bucket counts: every follow-up still on a worklist, lapsed included.
             models.Index(
