@@ -2,12 +2,9 @@
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.exceptions import EmptyResultSet
-from django.db import connection
 from django.db.models import (
     Case,
     Count,
@@ -31,11 +28,13 @@ from locations.access import (
     ROLE_PERMISSIONS,
     VIEW_PATIENTS,
     VIEW_REPORTS,
+    holds_anywhere,
     locations_for,
 )
 from locations.models import Location
 from patients.models import Appointment, ChannelConsent, Patient, Provider
 from patients.selectors import location_ids_for, patients_visible_to, visible_patient_q
+from practicecrm.pagination import count_each
 from reminders.selectors import recall_messages_prefetch
 
 BUCKETS = ("overdue", "due", "upcoming", "lapsed")
@@ -216,7 +215,6 @@ class TabCounts:
 
     counts: dict[str, int]
     more: frozenset[str]
-    cap: int
 
     def label(self, *buckets: str) -> str:
         """ "1,234", or "1,000+" when one of these buckets holds more than the cap."""
@@ -234,23 +232,10 @@ def worklist_tab_counts(*, user, filters: WorklistFilters, today: dt.date, cap: 
     each bucket's read stops there, by index range.
     """
     base = _worklist_base(user=user, filters=filters, today=today)
-    parts: list[str] = []
-    params: list[Any] = []
-    for b in BUCKETS:
-        rows = base.filter(bucket_q(b, today)).order_by().values("pk")[: cap + 1]
-        try:
-            sql, p = rows.query.sql_with_params()
-        except EmptyResultSet:  # no locations: nothing to count
-            parts.append("0")
-            continue
-        parts.append(f"(SELECT count(*) FROM ({sql}) AS {b})")
-        params.extend(p)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT " + ", ".join(parts), params)
-        row = cursor.fetchone()
+    row = count_each([base.filter(bucket_q(b, today)) for b in BUCKETS], limit=cap)
     counts = {b: min(n, cap) for b, n in zip(BUCKETS, row, strict=True)}
     more = frozenset(b for b, n in zip(BUCKETS, row, strict=True) if n > cap)
-    return TabCounts(counts=counts, more=more, cap=cap)
+    return TabCounts(counts=counts, more=more)
 
 
 def _worklist_base(*, user, filters: WorklistFilters, today: dt.date) -> QuerySet[Followup]:
@@ -356,8 +341,9 @@ def rules_visible_to(user, perm: str = VIEW_REPORTS) -> QuerySet[CadenceRule]:
 
 
 def can_read_rules(*, user) -> bool:
-    """Whether the cadence rules pages are open to the user (one query)."""
-    return _rule_locations(user, VIEW_REPORTS).exists()
+    """Whether the cadence rules pages are open to the user: _rule_locations' rule,
+    from the request's grants."""
+    return holds_anywhere(user, VIEW_REPORTS, MANAGE_LOCATION)
 
 
 def rule_list(*, user) -> QuerySet[CadenceRule]:

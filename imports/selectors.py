@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from imports.models import ImportBatch, ImportSource, ImportUpload
-from locations.access import VIEW_REPORTS, locations_for
+from locations.access import VIEW_REPORTS, holds_anywhere, locations_for
 from locations.models import Location
 from patients.selectors import patients_visible_to
 
@@ -22,7 +22,7 @@ def import_locations(*, user) -> QuerySet[Location]:
 
 
 def can_import(*, user) -> bool:
-    return import_locations(user=user).exists()
+    return holds_anywhere(user, IMPORT_PERM)
 
 
 def source_list(*, user) -> QuerySet[ImportSource]:

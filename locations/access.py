@@ -81,5 +81,11 @@ def location_grants(user) -> dict[int, frozenset[str]]:
     return frozen
 
 
+def holds_anywhere(user, *perms: str) -> bool:
+    """Whether the user holds one of `perms` at some active location (from the
+    request's grants: no query once location_grants has been read)."""
+    return any(held.intersection(perms) for held in location_grants(user).values())
+
+
 def has_location_perm(user, perm: str, location: Location) -> bool:
     return locations_for(user, perm).filter(pk=location.pk).exists()

@@ -9,8 +9,7 @@ from typing import Any
 
 from auditlog.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import EmptyResultSet, FieldDoesNotExist, ValidationError
-from django.db import connection
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
@@ -18,6 +17,7 @@ from locations.access import CHANGE_APPOINTMENTS, VIEW_PATIENTS, location_grants
 from locations.models import Location
 from patients.models import Appointment, Channel, Household, Patient
 from patients.search import parse_query
+from practicecrm.pagination import count_each
 
 
 def location_ids_for(*, user, perm: str = VIEW_PATIENTS) -> list[int]:
@@ -103,19 +103,7 @@ def visible_patient_count(qs: QuerySet[Patient], *, user, perm: str = VIEW_PATIE
         qs.filter(home_location_id__in=ids),
         qs.filter(pk__in=shared).exclude(home_location_id__in=ids),
     )
-    parts: list[str] = []
-    params: list[Any] = []
-    for n, half in enumerate(halves):
-        try:
-            sql, p = half.order_by().values("pk").query.sql_with_params()
-        except EmptyResultSet:  # no locations: nothing to count
-            parts.append("0")
-            continue
-        parts.append(f"(SELECT count(*) FROM ({sql}) AS half_{n})")
-        params.extend(p)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT " + " + ".join(parts), params)
-        return cursor.fetchone()[0]
+    return sum(count_each(halves))
 
 
 def patient_get(*, user, pk: int, perm: str = VIEW_PATIENTS) -> Patient:

@@ -4,8 +4,9 @@ from functools import cached_property
 
 from django.http import HttpRequest
 
-from imports.selectors import IMPORT_PERM
-from locations.access import MANAGE_LOCATION, VIEW_REPORTS, location_grants
+from followups.selectors import can_read_rules
+from imports.selectors import can_import
+from locations.access import VIEW_REPORTS, holds_anywhere
 from reminders.selectors import unread_reply_count
 
 
@@ -16,19 +17,15 @@ class Nav:
     def __init__(self, user) -> None:
         self.user = user
 
-    def _holds(self, *perms: str) -> bool:
-        return any(held.intersection(perms) for held in location_grants(self.user).values())
-
     @cached_property
     def can_read_rules(self) -> bool:
-        # followups.selectors.can_read_rules: reports readers and location managers.
-        return self._holds(VIEW_REPORTS, MANAGE_LOCATION)
+        return can_read_rules(user=self.user)
 
     @cached_property
     def can_read_outreach_setup(self) -> bool:
         # Managers read the setup of their locations; admins (who also hold
         # VIEW_REPORTS) change it.
-        return self._holds(VIEW_REPORTS)
+        return holds_anywhere(self.user, VIEW_REPORTS)
 
     @cached_property
     def can_view_reports(self) -> bool:
@@ -37,7 +34,7 @@ class Nav:
 
     @cached_property
     def can_import(self) -> bool:
-        return self._holds(IMPORT_PERM)  # imports.selectors.can_import
+        return can_import(user=self.user)
 
     @cached_property
     def unread_replies(self) -> int:
