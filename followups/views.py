@@ -115,7 +115,7 @@ def today(request: HtmxHttpRequest) -> HttpResponse:
     )
     rows = selectors.worklist(user=request.user, filters=filters, today=day)
     # The tab counts already say how many rows the list has: no second COUNT(*).
-    # Past the cap, pages reach the first WORKLIST_COUNT_CAP rows of each bucket.
+    # Past the cap the pages reach as many rows as were counted, in list order.
     shown = (filters.bucket,) if filters.bucket in selectors.BUCKETS else ("overdue", "due")
     page = CountedPaginator(
         rows,
