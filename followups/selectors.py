@@ -217,7 +217,7 @@ class TabCounts:
     more: frozenset[str]
 
     def label(self, *buckets: str) -> str:
-        """ "1,234", or "1,000+" when one of these buckets holds more than the cap."""
+        """The count of these buckets, with "+" when one holds more than the cap."""
         total = sum(self.counts[b] for b in buckets)
         return f"{total:,}+" if self.more.intersection(buckets) else f"{total:,}"
 
