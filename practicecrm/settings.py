@@ -272,6 +272,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "followups.tasks.release_stale_bookings",
         "schedule": 60 * 60,
     },
+    # The dashboard's message counts (reminders.tallies): pending changes, folded in.
+    "compact-message-tallies": {
+        "task": "reminders.tasks.compact_message_tallies",
+        "schedule": 60,
+    },
     "reconcile-sending": {
         "task": "reminders.tasks.reconcile_sending",
         "schedule": 5 * 60,

@@ -297,3 +297,47 @@ class InboundMessage(models.Model):
 
     def __str__(self) -> str:
         return f"SMS from {self.from_number}: {self.get_action_display()}"
+
+
+class MessageTallyBase(models.Model):
+    """How many outbox rows share a location, local day, kind, status and reason."""
+
+    # Indexed by the key's index, which leads with it.
+    location = models.ForeignKey(
+        Location, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    day = models.DateField()
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    status = models.CharField(max_length=12, choices=OutboundMessage.Status.choices)
+    # Only for status "suppressed" (reminders.tallies); blank otherwise.
+    reason = models.CharField(max_length=200, blank=True)
+    n = models.IntegerField()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.day} · {self.kind} · {self.status} · {self.n:+d}"
+
+
+class MessageTally(MessageTallyBase):
+    """The outbox's counts, one row per key; PostgreSQL keeps them (reminders.tallies)."""
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["location", "day", "kind", "status", "reason"],
+                name="messagetally_key",
+            )
+        ]
+        indexes = [
+            # compact()'s clean-up of keys that came to zero.
+            models.Index(fields=["id"], condition=Q(n=0), name="messagetally_zero_idx")
+        ]
+
+
+class MessageTallyChange(MessageTallyBase):
+    """What statements on the outbox added (n > 0) or took (n < 0), until compacted."""
+
+    class Meta:
+        indexes = [models.Index(fields=["location", "day"], name="messagetallychange_idx")]

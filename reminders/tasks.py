@@ -4,6 +4,7 @@ from collections import Counter
 
 from celery import shared_task
 
+from reminders import tallies
 from reminders.reconcile import reconcile_stale_sending
 from reminders.recovery import requeue_stale_queued
 from reminders.services import dispatch_due, message_send, messages_send
@@ -34,6 +35,12 @@ def send_message(message_id: int) -> str:
 def reconcile_sending() -> dict[str, int]:
     """Beat, every 5 minutes: settle sends a dead worker left in "sending"."""
     return reconcile_stale_sending()
+
+
+@shared_task
+def compact_message_tallies() -> int:
+    """Beat, every minute: fold the outbox's pending count changes into its tally."""
+    return tallies.compact()
 
 
 @shared_task

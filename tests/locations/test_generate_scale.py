@@ -218,6 +218,15 @@ class TestGenerated:
             followup=followup, channel="call", outcome="no_answer", attempted_at=followup.created_at
         )
 
+    def test_it_leaves_the_message_tally_counted_and_folded_in(self, generated):
+        from reminders.models import MessageTally, MessageTallyChange
+
+        assert not MessageTallyChange.objects.exists()
+        kept = MessageTally.objects.filter(kind__in=["appointment_reminder", "recall"])
+        assert sum(kept.values_list("n", flat=True)) == (
+            OutboundMessage.objects.filter(kind__in=["appointment_reminder", "recall"]).count()
+        )
+
     def test_it_refuses_to_mix_and_replaces_identically(self, generated):
         with pytest.raises(CommandError, match="--replace"):
             generate(SCALE, seed=11)
