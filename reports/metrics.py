@@ -616,7 +616,7 @@ def _message_tallies_from_rows(scope: Scope, weeks: list[dt.date]) -> Tallies:
 def suppressed_reasons(scope: Scope) -> list[dict[str, Any]]:
     """Messages held back, by reason, most frequent first (all the scope's locations)."""
     if outbox_tallies.available():
-        params = {
+        params: dict[str, Any] = {
             "ids": scope.location_ids,
             "first": scope.start,
             "last": scope.end,
