@@ -8,15 +8,15 @@ several times: 5.7 s of the dashboard's 10 s at 1× (and the chart's bookings,
 attempts and the staff table another 2.4 s). Here the same definitions are one
 statement that reads each row once:
 
-1. `touched`: follow-ups with an attempt or a recall message that went out from
-   the attribution window before the period (or the chart's weeks) to its end;
+1. `contact`: the attempts and recall messages that went out from the
+   attribution window before the period (or the chart's weeks) to its end, each
+   with its day on its location's calendar;
 2. `cand`: the follow-ups any metric can count — due or lapsing in the period or
-   open and past due (`dated`, through three indexes), and the touched ones;
-3. `booking`: when the booked ones among the touched were booked;
-4. `contact`: their attempts and recall messages in that window, each with its
-   day on its location's calendar, and `per`: per follow-up, whether it was
-   contacted in the period, booked within the window after a contact
-   (attributed), and after a contact of the period (converted);
+   open and past due (`dated`, through three indexes), and the contacted ones;
+3. `booking`: when the booked ones among the contacted were booked;
+4. `per`: per contacted follow-up, whether it was contacted in the period,
+   booked within the window after a contact (attributed), and after a contact
+   of the period (converted);
 5. the counts per (location, type) as FILTER clauses, and — UNION ALL — the
    chart's bookings and attempts per week and the staff table.
 
@@ -54,25 +54,8 @@ def available() -> bool:
     return connection.vendor == "postgresql"
 
 
-# Follow-ups with a contact from the attribution window before the period to its
-# end. Every follow-up contacted in the period is one, and so is every follow-up
-# booked from recall in it (its contact came at most the window before). Both
-# read only the locations' own rows (an attempt carries its follow-up's location:
-# attempt_location_time_idx; a message its own: outbox_recall_location_sent_idx).
-_CONTACTED = """
-    SELECT followup_id FROM followups_contactattempt
-     WHERE location_id = ANY(%(ids)s)
-       AND attempted_at >= %(since_contact)s AND attempted_at < %(until)s
-    UNION ALL
-    SELECT followup_id FROM reminders_outboundmessage
-     WHERE kind = %(recall)s AND followup_id IS NOT NULL
-       AND sent_at >= %(since_contact)s AND sent_at < %(until)s
-       AND location_id = ANY(%(ids)s) AND status = ANY(%(went_out)s)
-"""
-
-
 # The follow-ups a metric can count: due or lapsing in the period, or open and past
-# due — one bitmap heap scan over three indexes — and the touched ones besides.
+# due — one bitmap heap scan over three indexes — and the contacted ones besides.
 _DATED = """(f.due_date BETWEEN %(start)s AND %(end)s
     OR (f.status = ANY(%(open)s) AND f.due_date <= %(end)s)
     OR f.lapses_on BETWEEN %(start)s AND %(end)s)"""
@@ -80,25 +63,35 @@ _DATED = """(f.due_date BETWEEN %(start)s AND %(end)s
 _COLUMNS = """f.id, f.location_id, f.followup_type_id, f.status, f.due_date, f.lapses_on,
     f.scheduled_appointment_id, l.time_zone"""
 
-# Contacts from the attribution window before the period to its end. An attempt
-# counts on its follow-up's location's calendar, a message on its own location's.
+# Contacts from the attribution window before the period to its end, each with its
+# day: an attempt counts on its follow-up's location's calendar (the location it
+# carries), a message on its own location's. Every follow-up contacted in the
+# period is among them, and so is every follow-up booked from recall in it (its
+# contact came at most the window before). Both sides read only the locations'
+# own rows, from covering indexes (attempt_location_time_idx,
+# outbox_recall_location_sent_idx).
 _CONTACT = """
     contact AS MATERIALIZED (
-        SELECT c.id, true AS attempt, t.staff_id, t.attempted_at AS at,
-               (t.attempted_at AT TIME ZONE c.time_zone)::date AS day
+        SELECT t.followup_id AS id, true AS attempt, t.staff_id, t.attempted_at AS at,
+               (t.attempted_at AT TIME ZONE l.time_zone)::date AS day
           FROM followups_contactattempt t
-          JOIN cand c ON c.id = t.followup_id
+          JOIN locations_location l ON l.id = t.location_id
          WHERE t.location_id = ANY(%(ids)s)
            AND t.attempted_at >= %(since_contact)s AND t.attempted_at < %(until)s
         UNION ALL
-        SELECT c.id, false, NULL, m.sent_at, (m.sent_at AT TIME ZONE l.time_zone)::date
+        SELECT m.followup_id, false, NULL, m.sent_at, (m.sent_at AT TIME ZONE l.time_zone)::date
           FROM reminders_outboundmessage m
-          JOIN cand c ON c.id = m.followup_id
           JOIN locations_location l ON l.id = m.location_id
          WHERE m.kind = %(recall)s AND m.followup_id IS NOT NULL AND m.status = ANY(%(went_out)s)
            AND m.location_id = ANY(%(ids)s)
            AND m.sent_at >= %(since_contact)s AND m.sent_at < %(until)s
-    ),
+    )"""
+
+# Per contacted follow-up: whether it was contacted in the period, booked within
+# the window after a contact (attributed), and after a contact of the period
+# (converted). A message about another location's follow-up is grouped here too,
+# and left out by the join to `cand`.
+_PER = """
     per AS MATERIALIZED (
         SELECT k.id,
                bool_or(k.day BETWEEN %(start)s AND %(end)s) AS contacted,
@@ -112,9 +105,9 @@ _CONTACT = """
 
 
 def _ctes() -> str:
-    """touched, cand, booking, contact and per (see the module's docstring)."""
-    # The touched follow-ups that are not dated are looked up by id: only those,
-    # as most touched ones are dated too (due, open or lapsing).
+    """contact, dated, cand, booking and per (see the module's docstring)."""
+    # The contacted follow-ups that are not dated are looked up by id: only those,
+    # as most contacted ones are dated too (due, open or lapsing).
     dated = f"""
         SELECT {_COLUMNS}
           FROM followups_followup f JOIN locations_location l ON l.id = f.location_id
@@ -124,12 +117,12 @@ def _ctes() -> str:
         UNION ALL
         SELECT {_COLUMNS}
           FROM followups_followup f JOIN locations_location l ON l.id = f.location_id
-         WHERE f.id IN (SELECT followup_id FROM touched EXCEPT SELECT id FROM dated)
+         WHERE f.id IN (SELECT id FROM contact EXCEPT SELECT id FROM dated)
            AND f.location_id = ANY(%(ids)s)"""
-    # Booking times only where they can count (booked, and touched): a primary-key
-    # lookup each, where a join had PostgreSQL hash every visit.
+    # Booking times only where they can count (booked, and contacted): a
+    # primary-key lookup each, where a join had PostgreSQL hash every visit.
     return f"""
-    touched AS MATERIALIZED ({_CONTACTED}),
+    {_CONTACT},
     dated AS MATERIALIZED ({dated}),
     cand AS MATERIALIZED ({cand}),
     booking AS MATERIALIZED (
@@ -138,9 +131,9 @@ def _ctes() -> str:
          CROSS JOIN LATERAL (
                SELECT a.created_at AS booked_at FROM patients_appointment a
                 WHERE a.id = c.scheduled_appointment_id) b
-         WHERE c.status = ANY(%(booked)s) AND c.id IN (SELECT followup_id FROM touched)
+         WHERE c.status = ANY(%(booked)s) AND c.id IN (SELECT id FROM contact)
     ),
-    {_CONTACT}"""
+    {_PER}"""
 
 
 def _params(scope: Any, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
@@ -176,7 +169,7 @@ def followup_tally(scope: Any, trend: Any, anchor: dt.date) -> FollowupTally:
     the chart's weeks).
 
     One statement: the trend's contacts and bookings are the same rows, so the
-    contact window spans both (a follow-up touched only before the period counts
+    contact window spans both (a follow-up contacted only before the period counts
     in none of the period's metrics: each needs a due, lapse, contact or booking
     day in it).
     """
@@ -242,7 +235,7 @@ def followup_tally(scope: Any, trend: Any, anchor: dt.date) -> FollowupTally:
         for kind, key, followup_type, *values in cursor.fetchall():
             if kind == "cell":
                 # A type with nothing to count in the period is not listed (the
-                # candidates include follow-ups touched only before it).
+                # candidates include follow-ups contacted only before it).
                 if any(values):
                     tally.cells[key, followup_type] = dict(zip(METRICS, values, strict=True))
             elif kind == "booked":
