@@ -108,6 +108,29 @@ def test_it_shows_preferred_channel_consent_and_contact_on_the_row(
     assert f'href="mailto:{north_patient.email}"' in html
 
 
+def test_the_rows_attempt_form_starts_on_the_patients_channel_and_no_answer(
+    client, front_desk, north, recall
+):
+    by_email = PatientFactory(home_location=north, preferred_channel="email")
+    by_phone = PatientFactory(home_location=north, preferred_channel="phone")
+    email_row, phone_row = make_followup(by_email, recall), make_followup(by_phone, recall)
+    client.force_login(front_desk)
+    html = client.get(reverse("followups:today")).content.decode()
+
+    def select(name: str, followup: Followup) -> str:
+        start = html.index(f'<select name="{name}" id="id_{name}_{followup.pk}">')
+        return html[start : html.index("</select>", start)]
+
+    for row, channel in ((email_row, "email"), (phone_row, "call")):
+        channels = select("channel", row)
+        outcomes = select("outcome", row)
+        assert channels.count("<option ") == len(ContactAttempt.Channel.choices)
+        assert outcomes.count("<option ") == len(ContactAttempt.Outcome.choices)
+        assert channels.count(" selected") == outcomes.count(" selected") == 1
+        assert f'<option value="{channel}" selected>' in channels
+        assert '<option value="no_answer" selected>No answer</option>' in outcomes
+
+
 def test_it_says_what_to_do_when_nobody_is_due(client, front_desk):
     client.force_login(front_desk)
     html = client.get(reverse("followups:today")).content.decode()
