@@ -87,9 +87,12 @@ def patient_list(
     return qs.order_by("last_name", "first_name", "id")
 
 
-def visible_patient_count(qs: QuerySet[Patient], *, user, perm: str = VIEW_PATIENTS) -> int:
+def visible_patient_count(
+    qs: QuerySet[Patient], *, user, perm: str = VIEW_PATIENTS, limit: int | None = None
+) -> int:
     """COUNT(*) of a list built on `patients_visible_to(user, perm)`, in two parts
-    PostgreSQL can read by index (one query).
+    PostgreSQL can read by index (one query). With `limit`, each part is read no
+    further than `limit` + 1 rows: a result above `limit` means "more than that".
 
     Visibility is "home location is one of mine OR shared with one of mine"; with
     the shared half a subquery, PostgreSQL cannot combine two index scans for the
@@ -103,7 +106,7 @@ def visible_patient_count(qs: QuerySet[Patient], *, user, perm: str = VIEW_PATIE
         qs.filter(home_location_id__in=ids),
         qs.filter(pk__in=shared).exclude(home_location_id__in=ids),
     )
-    return sum(count_each(halves))
+    return sum(count_each(halves, limit=limit))
 
 
 def patient_get(*, user, pk: int, perm: str = VIEW_PATIENTS) -> Patient:

@@ -328,6 +328,11 @@ LOGGING = {
 
 PAGE_SIZE = 25
 
+# --- Patients --------------------------------------------------------------------------
+# The patient list counts exactly up to this many, then says "10,000+" (issue #7):
+# an exact count reads every patient of the user's locations.
+PATIENT_LIST_COUNT_CAP = env.int("PATIENT_LIST_COUNT_CAP", default=10_000)
+
 # --- Follow-ups ------------------------------------------------------------------------
 # Buckets: upcoming = due within FOLLOWUP_UPCOMING_DAYS; due = due date reached within
 # FOLLOWUP_DUE_WINDOW_DAYS; overdue = longer past due; lapsed = past "lapsed after".

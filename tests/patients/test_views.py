@@ -48,6 +48,26 @@ def test_it_pages_the_list_25_at_a_time(logged_in, north):
     assert not set(first.context["page"].object_list) & set(second.context["page"].object_list)
 
 
+def test_past_the_count_cap_the_list_says_so_and_pages_reach_the_cap(
+    logged_in, north, south, front_desk, settings
+):
+    settings.PATIENT_LIST_COUNT_CAP = 30
+    PatientFactory.create_batch(28, home_location=north)
+    shared = PatientFactory.create_batch(4, home_location=south)  # the second half
+    for patient in shared:
+        patient.shared_with.add(north)
+    html = logged_in.get(reverse("patients:list")).content.decode()
+    assert "Page 1 of 2 · 30+ patients" in html
+    assert "Pages reach the first 30 of these patients" in html
+    last = logged_in.get(reverse("patients:list"), {"page": 2}).context["page"]
+    assert len(last.object_list) == 5
+
+    settings.PATIENT_LIST_COUNT_CAP = 32  # exactly as many as there are: exact
+    html = logged_in.get(reverse("patients:list")).content.decode()
+    assert "Page 1 of 2 · 32 patients" in html
+    assert "Pages reach the first" not in html
+
+
 @pytest.mark.parametrize("query", ["nunez", "ZOE", "zo nu", "(512) 555-0142", "03/07/1984"])
 def test_it_searches_from_the_list_page(logged_in, north, north_patient, south, query):
     north_patient.mobile_phone = "+15125550142"
