@@ -91,6 +91,7 @@ _NOTE_MAX_LENGTH = getattr(AttemptForm.base_fields["note"], "max_length", None)
 
 @lru_cache(maxsize=64)
 def _options_html(field: str, selected: str, language: str | None) -> str:
+    # `language` only keys the cache: the labels are translatable.
     choices = {"channel": ContactAttempt.Channel, "outcome": ContactAttempt.Outcome}[field].choices
     return format_html_join(
         "",
