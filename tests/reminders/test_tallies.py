@@ -44,7 +44,8 @@ def kept() -> Counter:
     for model in (MessageTally, MessageTallyChange):
         for row in model.objects.all():
             counts[(row.location_id, row.day, row.kind, row.status, row.reason)] += row.n
-    return +counts  # keys that came to zero are no count
+    # Keys that came to zero are no count; a negative one stays, and fails the test.
+    return Counter({key: n for key, n in counts.items() if n != 0})
 
 
 class Writer:
@@ -142,7 +143,7 @@ def test_the_tally_counts_the_outbox_after_every_kind_of_write(db, seed):
     assert seen >= {"create", "bulk", "save", "update", "raw", "delete", "move", "zone"}
 
 
-def test_an_update_that_moves_no_count_adds_nothing(db, north_patient):
+def test_an_update_that_moves_no_count_adds_nothing(db):
     writer = Writer(0)
     writer._row().save()
     compact_message_tallies()
