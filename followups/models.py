@@ -223,8 +223,11 @@ class Followup(models.Model):
                 condition=Q(status="lapsed"),
                 name="followup_lapsed_idx",
             ),
+            # Also the dashboard's "past due, still open" (reports.onepass), which
+            # reads the due date and type from the index.
             models.Index(
                 fields=["location", "lapses_on"],
+                include=["due_date", "followup_type"],
                 condition=Q(status__in=["open", "contacted"]),
                 name="followup_lapsing_idx",
             ),

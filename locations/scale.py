@@ -72,6 +72,7 @@ from reminders import tallies
 from reminders.models import InboundMessage, MessageTemplate, OutboundMessage, OutreachPlan
 from reminders.planning import address, deferral_note, route, sender_for
 from reminders.templating import DEFAULTS, fill, gsm_friendly, template_for, values_for
+from reports import contacts
 
 User = get_user_model()
 
@@ -562,7 +563,15 @@ def _truncate() -> None:
     templates = list(MessageTemplate.objects.filter(location__isnull=True).values())
     plans = list(OutreachPlan.objects.values())
     tables = [User._meta.db_table, LogEntry._meta.db_table]
-    for label in ("locations", "patients", "followups", "reminders", "imports", "guardian"):
+    for label in (
+        "locations",
+        "patients",
+        "followups",
+        "reminders",
+        "imports",
+        "guardian",
+        "reports",
+    ):
         for model in apps.get_app_config(label).get_models():
             if not model._meta.proxy and model._meta.managed:
                 tables.append(model._meta.db_table)
@@ -713,6 +722,10 @@ class _Generator:
         started = time.perf_counter()
         # The outbox's triggers counted each COPY; folded in here, as beat would.
         tallies.compact()
+        # The dashboard's kept contacts, derived once from the loaded rows: the
+        # triggers saw each COPY, but a location's attempts may be copied before
+        # the follow-ups they join to.
+        contacts.rebuild()
         with connection.cursor() as cursor:
             for model in BIG_MODELS:
                 _set_sequence(cursor, model._meta.db_table)

@@ -227,6 +227,27 @@ class TestGenerated:
             OutboundMessage.objects.filter(kind__in=["appointment_reminder", "recall"]).count()
         )
 
+    def test_it_leaves_the_dashboards_contacts_derived(self, generated):
+        from reports.models import RecallContact
+
+        went_out = OutboundMessage.objects.filter(
+            kind="recall",
+            followup__isnull=False,
+            status__in=["sent", "delivered", "undelivered"],
+            sent_at__isnull=False,
+        )
+        assert RecallContact.objects.filter(message_id__isnull=False).count() == went_out.count()
+        assert RecallContact.objects.filter(attempt_id__isnull=False).count() == (
+            ContactAttempt.objects.count()
+        )
+        booked = RecallContact.objects.filter(booked_at__isnull=False).values("followup_id")
+        assert (
+            not Followup.objects.filter(pk__in=booked)
+            .exclude(status__in=["scheduled", "done"])
+            .exists()
+        )
+        assert booked.exists()
+
     def test_it_refuses_to_mix_and_replaces_identically(self, generated):
         with pytest.raises(CommandError, match="--replace"):
             generate(SCALE, seed=11)

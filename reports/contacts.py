@@ -1,0 +1,307 @@
+"""Recall contacts kept in one narrow table by PostgreSQL (issue #7).
+
+The dashboard's follow-up numbers — contacted, booked from recall, conversion,
+days overdue at booking, the chart's bookings and attempts per week and the
+staff table — all start from the contacts of the period: staff attempts and
+recall messages that went out. Counting them from their own tables meant
+reading each contact, converting its time to its location's day, then looking
+up its follow-up (type, status) and that follow-up's booked visit (when it was
+recorded) one primary key at a time: 40,000 contacts, 20,000 follow-ups and
+6,400 visits for a 20-location group's dashboard, most of its 400 ms of SQL.
+
+`reports_recallcontact` (reports.models.RecallContact) holds one row per such
+contact with all of that already on it, and one index holds every column the
+dashboard reads, by location and day: the statement reads one index range.
+
+The rows are kept by triggers, in the statement that changes their sources:
+
+- attempts (insert, update, delete) and the outbox (insert, delete, and updates
+  that change whether or how a message counts: kind, status in or out of
+  "went out", sent time, follow-up, location) — statement-level, through
+  transition tables, so a bulk write is one join, not a trigger call per row;
+- follow-ups: an update of location, type, due date, status or booked visit
+  rewrites its contacts' copies; a delete drops them;
+- a visit whose `created_at` changes rewrites the booking time of the
+  follow-ups booked on it;
+- a location's change of time zone re-derives its rows' days;
+- TRUNCATE of a source empties its share.
+
+`rebuild()` (`manage.py rebuild_recall_contacts`) derives every row again from
+the sources, for a database restored around the triggers.
+tests/reports/test_contacts.py checks the kept rows against a recount in Python
+after every kind of write, and tests/reports/test_onepass.py the dashboard's
+numbers against the drill-down lists' ORM filters.
+
+The embedded SQLite default keeps nothing here; the dashboard counts with the
+ORM filters there (reports.onepass.available()).
+"""
+
+from django.db import connection, transaction
+
+TABLE = "reports_recallcontact"
+COLUMNS = """attempt_id, message_id, followup_id, location_id, followup_location_id,
+    followup_type_id, due_date, at, day, staff_id, booked_at, booked_day"""
+BOOKED = "('scheduled', 'done')"
+WENT_OUT = "('sent', 'delivered', 'undelivered')"
+
+# The follow-up's side of a row: its location, type, due date and — booked — when
+# its visit was recorded, on its own location's calendar.
+_FOLLOWUP = f"""
+  JOIN followups_followup f ON f.id = {{src}}.followup_id
+  JOIN locations_location lf ON lf.id = f.location_id
+  LEFT JOIN patients_appointment a
+    ON a.id = f.scheduled_appointment_id AND f.status IN {BOOKED}"""
+
+
+def _attempts(rows: str, where: str = "true") -> str:
+    """The rows of the attempts in `rows`; an attempt's day is on its location's
+    calendar (the location it carries: its follow-up's)."""
+    return f"""
+SELECT t.id, NULL::bigint, t.followup_id, t.location_id, f.location_id,
+       f.followup_type_id, f.due_date, t.attempted_at,
+       (t.attempted_at AT TIME ZONE l.time_zone)::date, t.staff_id,
+       a.created_at, (a.created_at AT TIME ZONE lf.time_zone)::date
+  FROM {rows} t
+  JOIN locations_location l ON l.id = t.location_id
+  {_FOLLOWUP.format(src="t")}
+ WHERE {where}"""
+
+
+def _messages(rows: str, where: str = "true") -> str:
+    """The rows of the recall messages in `rows` that went out; a message's day is
+    on its own location's calendar."""
+    return f"""
+SELECT NULL::bigint, m.id, m.followup_id, m.location_id, f.location_id,
+       f.followup_type_id, f.due_date, m.sent_at,
+       (m.sent_at AT TIME ZONE l.time_zone)::date, NULL::integer,
+       a.created_at, (a.created_at AT TIME ZONE lf.time_zone)::date
+  FROM {rows} m
+  JOIN locations_location l ON l.id = m.location_id
+  {_FOLLOWUP.format(src="m")}
+ WHERE m.kind = 'recall' AND m.status IN {WENT_OUT} AND m.sent_at IS NOT NULL
+   AND ({where})"""
+
+
+# Whether an outbox row counts, and what of it the kept row depends on: an update
+# that changes none of these (a delivery receipt after "sent", a provider id)
+# writes nothing here.
+_MESSAGE_KEY = """(
+    {m}.kind = 'recall' AND {m}.status IN {went_out} AND {m}.sent_at IS NOT NULL
+        AND {m}.followup_id IS NOT NULL,
+    {m}.kind, {m}.followup_id, {m}.location_id, {m}.sent_at)"""
+_MESSAGE_CHANGED = (
+    f"{_MESSAGE_KEY.format(m='o', went_out=WENT_OUT)} IS DISTINCT FROM "
+    f"{_MESSAGE_KEY.format(m='n', went_out=WENT_OUT)}"
+)
+
+_LOCATION_ATTEMPTS = _attempts(
+    "followups_contactattempt", "t.location_id = NEW.id OR f.location_id = NEW.id"
+)
+_LOCATION_MESSAGES = _messages(
+    "reminders_outboundmessage", "m.location_id = NEW.id OR f.location_id = NEW.id"
+)
+_CHANGED_MESSAGES = _messages(
+    f"(SELECT n.* FROM new_rows n JOIN old_rows o ON o.id = n.id WHERE {_MESSAGE_CHANGED})"
+)
+
+FUNCTIONS = f"""
+CREATE OR REPLACE FUNCTION reports_attempt_contacts() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        DELETE FROM {TABLE} r USING old_rows o WHERE r.attempt_id = o.id;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO {TABLE} ({COLUMNS}) {_attempts("new_rows")};
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION reports_message_contacts() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {TABLE} ({COLUMNS}) {_messages("new_rows")};
+    ELSIF TG_OP = 'DELETE' THEN
+        DELETE FROM {TABLE} r USING old_rows o WHERE r.message_id = o.id;
+    ELSE
+        DELETE FROM {TABLE} r
+         USING old_rows o JOIN new_rows n ON n.id = o.id
+         WHERE r.message_id = o.id AND {_MESSAGE_CHANGED};
+        INSERT INTO {TABLE} ({COLUMNS}) {_CHANGED_MESSAGES};
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION reports_followup_contacts() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM {TABLE} r USING old_rows o WHERE r.followup_id = o.id;
+        RETURN NULL;
+    END IF;
+    UPDATE {TABLE} r
+       SET followup_location_id = f.location_id, followup_type_id = f.followup_type_id,
+           due_date = f.due_date, booked_at = f.booked_at,
+           booked_day = (f.booked_at AT TIME ZONE f.time_zone)::date
+      FROM (SELECT n.id, n.location_id, n.followup_type_id, n.due_date,
+                   a.created_at AS booked_at, lf.time_zone
+              FROM new_rows n
+              JOIN old_rows o ON o.id = n.id
+              JOIN locations_location lf ON lf.id = n.location_id
+              LEFT JOIN patients_appointment a
+                ON a.id = n.scheduled_appointment_id AND n.status IN {BOOKED}
+             WHERE (o.location_id, o.followup_type_id, o.due_date, o.status,
+                    o.scheduled_appointment_id)
+                   IS DISTINCT FROM (n.location_id, n.followup_type_id, n.due_date,
+                    n.status, n.scheduled_appointment_id)) f
+     WHERE r.followup_id = f.id
+       AND (r.followup_location_id, r.followup_type_id, r.due_date, r.booked_at)
+           IS DISTINCT FROM (f.location_id, f.followup_type_id, f.due_date, f.booked_at);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION reports_appointment_contacts() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE {TABLE} r
+       SET booked_at = NEW.created_at,
+           booked_day = (NEW.created_at AT TIME ZONE lf.time_zone)::date
+      FROM followups_followup f JOIN locations_location lf ON lf.id = f.location_id
+     WHERE f.scheduled_appointment_id = NEW.id AND f.status IN {BOOKED}
+       AND r.followup_id = f.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION reports_location_contacts() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM {TABLE} WHERE location_id = NEW.id OR followup_location_id = NEW.id;
+    INSERT INTO {TABLE} ({COLUMNS})
+        {_LOCATION_ATTEMPTS};
+    INSERT INTO {TABLE} ({COLUMNS})
+        {_LOCATION_MESSAGES};
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION reports_truncate_contacts() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- DELETE, not TRUNCATE: a TRUNCATE of every table at once (Django's flush)
+    -- has this one in use, and TRUNCATE refuses a table in use.
+    IF TG_TABLE_NAME = 'followups_contactattempt' THEN
+        DELETE FROM {TABLE} WHERE attempt_id IS NOT NULL;
+    ELSIF TG_TABLE_NAME = 'reminders_outboundmessage' THEN
+        DELETE FROM {TABLE} WHERE message_id IS NOT NULL;
+    ELSE
+        DELETE FROM {TABLE};
+    END IF;
+    RETURN NULL;
+END
+$$;
+"""
+
+
+def _statement_triggers(table: str, function: str, ops: tuple[str, ...]) -> str:
+    sql = []
+    for op in ops:
+        tables = {
+            "INSERT": "NEW TABLE AS new_rows",
+            "UPDATE": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+            "DELETE": "OLD TABLE AS old_rows",
+        }[op]
+        sql.append(
+            f"CREATE OR REPLACE TRIGGER {function}_{op.lower()} AFTER {op} ON {table}"
+            f" REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION {function}();"
+        )
+    sql.append(
+        f"CREATE OR REPLACE TRIGGER {function}_truncate AFTER TRUNCATE ON {table}"
+        f" FOR EACH STATEMENT EXECUTE FUNCTION reports_truncate_contacts();"
+    )
+    return "\n".join(sql)
+
+
+_SOURCES = (
+    ("followups_contactattempt", "reports_attempt_contacts", ("INSERT", "UPDATE", "DELETE")),
+    ("reminders_outboundmessage", "reports_message_contacts", ("INSERT", "UPDATE", "DELETE")),
+    ("followups_followup", "reports_followup_contacts", ("UPDATE", "DELETE")),
+)
+
+TRIGGERS = (
+    "\n".join(_statement_triggers(*source) for source in _SOURCES)
+    + """
+CREATE OR REPLACE TRIGGER reports_appointment_contacts
+    AFTER UPDATE OF created_at ON patients_appointment
+    FOR EACH ROW WHEN (OLD.created_at IS DISTINCT FROM NEW.created_at)
+    EXECUTE FUNCTION reports_appointment_contacts();
+CREATE OR REPLACE TRIGGER reports_location_contacts
+    AFTER UPDATE OF time_zone ON locations_location
+    FOR EACH ROW WHEN (OLD.time_zone IS DISTINCT FROM NEW.time_zone)
+    EXECUTE FUNCTION reports_location_contacts();
+"""
+)
+
+
+def _drop() -> str:
+    sql = []
+    for table, function, ops in _SOURCES:
+        for op in (*ops, "TRUNCATE"):
+            sql.append(f"DROP TRIGGER IF EXISTS {function}_{op.lower()} ON {table};")
+    sql.append("DROP TRIGGER IF EXISTS reports_appointment_contacts ON patients_appointment;")
+    sql.append("DROP TRIGGER IF EXISTS reports_location_contacts ON locations_location;")
+    for function in (
+        "reports_attempt_contacts",
+        "reports_message_contacts",
+        "reports_followup_contacts",
+        "reports_appointment_contacts",
+        "reports_location_contacts",
+        "reports_truncate_contacts",
+    ):
+        sql.append(f"DROP FUNCTION IF EXISTS {function}();")
+    return "\n".join(sql)
+
+
+# Every row, from the sources (the migration's backfill and rebuild()).
+_DERIVE = f"""
+INSERT INTO {TABLE} ({COLUMNS}) {_attempts("followups_contactattempt")};
+INSERT INTO {TABLE} ({COLUMNS}) {_messages("reminders_outboundmessage")};
+"""
+
+
+def available() -> bool:
+    """Whether the database keeps the rows (PostgreSQL; not the embedded SQLite)."""
+    return connection.vendor == "postgresql"
+
+
+def install(schema_editor) -> None:  # type: ignore[no-untyped-def]
+    """Create the triggers and derive the rows as the sources stand (migration)."""
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    schema_editor.execute(FUNCTIONS)
+    schema_editor.execute(TRIGGERS)
+    schema_editor.execute(_DERIVE)
+
+
+def uninstall(schema_editor) -> None:  # type: ignore[no-untyped-def]
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(_drop())
+
+
+def rebuild() -> None:
+    """Derive every row again from the sources (after a restore, say)."""
+    if not available():
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The sources' writers wait: nothing changes between the derivation and its end.
+        cursor.execute(
+            "LOCK TABLE followups_contactattempt, reminders_outboundmessage,"
+            " followups_followup IN SHARE MODE"
+        )
+        # DELETE, not TRUNCATE, which refuses tables with deferred checks pending.
+        cursor.execute(f"DELETE FROM {TABLE}")
+        cursor.execute(_DERIVE)

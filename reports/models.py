@@ -1,0 +1,74 @@
+"""What the recall dashboard keeps so that it need not count from scratch (issue #7)."""
+
+from django.db import models
+
+
+class RecallContact(models.Model):
+    """One contact about a follow-up, with what the dashboard groups it by.
+
+    A row per staff contact attempt and per recall message that went out (sent,
+    delivered or undelivered), carrying its follow-up's location, type, due date
+    and — while the follow-up is scheduled or done — the time and day its booking
+    was recorded. PostgreSQL keeps these rows (triggers, reports.contacts): never
+    write them from Python. Columns are plain ids, not foreign keys: the rows
+    follow their sources' deletes through the triggers.
+    """
+
+    attempt_id = models.BigIntegerField(null=True)  # followups.ContactAttempt
+    message_id = models.BigIntegerField(null=True)  # reminders.OutboundMessage
+    followup_id = models.BigIntegerField()
+    # The location whose calendar gives `day` and whose users see the contact: the
+    # attempt's (its follow-up's), or the message's own.
+    location_id = models.IntegerField()
+    followup_location_id = models.IntegerField()
+    followup_type_id = models.IntegerField()
+    due_date = models.DateField()
+    at = models.DateTimeField()
+    day = models.DateField()
+    staff_id = models.IntegerField(null=True)
+    # The scheduled visit's `created_at` while the follow-up is scheduled or done,
+    # and its day on the follow-up's location's calendar; else null.
+    booked_at = models.DateTimeField(null=True)
+    booked_day = models.DateField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["attempt_id"],
+                condition=models.Q(attempt_id__isnull=False),
+                name="recallcontact_attempt_key",
+            ),
+            models.UniqueConstraint(
+                fields=["message_id"],
+                condition=models.Q(message_id__isnull=False),
+                name="recallcontact_message_key",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(attempt_id__isnull=False, message_id__isnull=True)
+                | models.Q(attempt_id__isnull=True, message_id__isnull=False),
+                name="recallcontact_one_source",
+            ),
+        ]
+        indexes = [
+            # The dashboard's one read: its locations' days, every column it uses.
+            models.Index(
+                fields=["location_id", "day"],
+                include=[
+                    "followup_id",
+                    "followup_location_id",
+                    "followup_type_id",
+                    "due_date",
+                    "at",
+                    "staff_id",
+                    "attempt_id",
+                    "booked_at",
+                    "booked_day",
+                ],
+                name="recallcontact_read_idx",
+            ),
+            models.Index(fields=["followup_id"], name="recallcontact_followup_idx"),
+        ]
+
+    def __str__(self) -> str:
+        source = f"attempt {self.attempt_id}" if self.attempt_id else f"message {self.message_id}"
+        return f"{source} about follow-up {self.followup_id} on {self.day}"
