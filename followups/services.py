@@ -226,8 +226,9 @@ def followup_create(
     due_date: dt.date,
     reason: str,
     by,
+    source: str = Followup.Source.MANUAL,
 ) -> Followup:
-    """A follow-up added by hand from the patient page."""
+    """A follow-up added by hand from the patient page (or by an import: `source`)."""
     if _active(patient.pk, followup_type.pk) is not None:
         raise ValidationError(
             {
@@ -243,7 +244,7 @@ def followup_create(
         rule=rule,
         due_date=due_date,
         lapses_on=due_date + dt.timedelta(days=_lapse_days(rule)),
-        source=Followup.Source.MANUAL,
+        source=source,
         reason=reason,
         assigned_to=None,
     )

@@ -748,15 +748,15 @@ class Importer:
             if patient.pk in active:
                 continue
             assert row.next_recall is not None
-            followup = followup_create(
+            followup_create(
                 patient=patient,
                 followup_type=recall_type,
                 location=row.location or self.source.location,
                 due_date=row.next_recall,
                 reason=f"Next recall from {self.source.name}",
                 by=None,
+                source=Followup.Source.IMPORT,
             )
-            Followup.objects.filter(pk=followup.pk).update(source=Followup.Source.IMPORT)
             active.add(patient.pk)
             self.report.counts["recalls_opened"] += 1
 

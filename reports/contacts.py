@@ -20,7 +20,8 @@ The rows are kept by triggers, in the statement that changes their sources:
   "went out", sent time, follow-up, location) — statement-level, through
   transition tables, so a bulk write is one join, not a trigger call per row;
 - follow-ups: an update of location, type, due date, status or booked visit
-  rewrites its contacts' copies; a delete drops them;
+  rewrites its contacts' copies (row by row, and only rows where one of those
+  changed: the check runs before any function is called); a delete drops them;
 - a visit whose `created_at` changes rewrites the booking time of the
   follow-ups booked on it;
 - a location's change of time zone re-derives its rows' days;
@@ -138,28 +139,23 @@ $$;
 CREATE OR REPLACE FUNCTION reports_followup_contacts() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'DELETE' THEN
+    IF TG_OP = 'DELETE' THEN  -- for each statement
         DELETE FROM {TABLE} r USING old_rows o WHERE r.followup_id = o.id;
         RETURN NULL;
     END IF;
+    -- For each row whose location, type, due date, status or booking changed.
     UPDATE {TABLE} r
-       SET followup_location_id = f.location_id, followup_type_id = f.followup_type_id,
-           due_date = f.due_date, booked_at = f.booked_at,
-           booked_day = (f.booked_at AT TIME ZONE f.time_zone)::date
-      FROM (SELECT n.id, n.location_id, n.followup_type_id, n.due_date,
-                   a.created_at AS booked_at, lf.time_zone
-              FROM new_rows n
-              JOIN old_rows o ON o.id = n.id
-              JOIN locations_location lf ON lf.id = n.location_id
+       SET followup_location_id = NEW.location_id, followup_type_id = NEW.followup_type_id,
+           due_date = NEW.due_date, booked_at = b.booked_at,
+           booked_day = (b.booked_at AT TIME ZONE b.time_zone)::date
+      FROM (SELECT a.created_at AS booked_at, lf.time_zone
+              FROM locations_location lf
               LEFT JOIN patients_appointment a
-                ON a.id = n.scheduled_appointment_id AND n.status IN {BOOKED}
-             WHERE (o.location_id, o.followup_type_id, o.due_date, o.status,
-                    o.scheduled_appointment_id)
-                   IS DISTINCT FROM (n.location_id, n.followup_type_id, n.due_date,
-                    n.status, n.scheduled_appointment_id)) f
-     WHERE r.followup_id = f.id
+                ON a.id = NEW.scheduled_appointment_id AND NEW.status IN {BOOKED}
+             WHERE lf.id = NEW.location_id) b
+     WHERE r.followup_id = NEW.id
        AND (r.followup_location_id, r.followup_type_id, r.due_date, r.booked_at)
-           IS DISTINCT FROM (f.location_id, f.followup_type_id, f.due_date, f.booked_at);
+           IS DISTINCT FROM (NEW.location_id, NEW.followup_type_id, NEW.due_date, b.booked_at);
     RETURN NULL;
 END
 $$;
@@ -229,12 +225,24 @@ def _statement_triggers(table: str, function: str, ops: tuple[str, ...]) -> str:
 _SOURCES = (
     ("followups_contactattempt", "reports_attempt_contacts", ("INSERT", "UPDATE", "DELETE")),
     ("reminders_outboundmessage", "reports_message_contacts", ("INSERT", "UPDATE", "DELETE")),
-    ("followups_followup", "reports_followup_contacts", ("UPDATE", "DELETE")),
+    ("followups_followup", "reports_followup_contacts", ("DELETE",)),
+)
+
+# A follow-up's update is checked row by row, in C, before any function runs: most
+# updates (an import's source, a snooze, an assignment) change nothing kept here,
+# and a statement-level trigger would have run its query for each of them.
+_FOLLOWUP_KEY = (
+    "({r}.location_id, {r}.followup_type_id, {r}.due_date, {r}.status,"
+    " {r}.scheduled_appointment_id)"
 )
 
 TRIGGERS = (
     "\n".join(_statement_triggers(*source) for source in _SOURCES)
-    + """
+    + f"""
+CREATE OR REPLACE TRIGGER reports_followup_contacts_update
+    AFTER UPDATE ON followups_followup FOR EACH ROW
+    WHEN ({_FOLLOWUP_KEY.format(r="OLD")} IS DISTINCT FROM {_FOLLOWUP_KEY.format(r="NEW")})
+    EXECUTE FUNCTION reports_followup_contacts();
 CREATE OR REPLACE TRIGGER reports_appointment_contacts
     AFTER UPDATE OF created_at ON patients_appointment
     FOR EACH ROW WHEN (OLD.created_at IS DISTINCT FROM NEW.created_at)
@@ -252,6 +260,7 @@ def _drop() -> str:
     for table, function, ops in _SOURCES:
         for op in (*ops, "TRUNCATE"):
             sql.append(f"DROP TRIGGER IF EXISTS {function}_{op.lower()} ON {table};")
+    sql.append("DROP TRIGGER IF EXISTS reports_followup_contacts_update ON followups_followup;")
     sql.append("DROP TRIGGER IF EXISTS reports_appointment_contacts ON patients_appointment;")
     sql.append("DROP TRIGGER IF EXISTS reports_location_contacts ON locations_location;")
     for function in (

@@ -329,3 +329,26 @@ def test_rebuild_derives_the_rows_again(db, capsys):
     call_command("rebuild_recall_contacts")
     assert "Recall contacts rebuilt" in capsys.readouterr().out
     assert kept() == expected()
+
+
+def _versions() -> dict[int, str]:
+    """Each kept row's physical version: an update of the row writes a new one."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, ctid::text FROM reports_recallcontact")
+        return dict(cursor.fetchall())
+
+
+def test_a_follow_up_update_that_changes_nothing_kept_rewrites_nothing(db):
+    writer = Writer(8)
+    followup = Followup.objects.first()
+    writer._attempt(followup).save()
+    before = _versions()
+    Followup.objects.filter(pk=followup.pk).update(
+        source=Followup.Source.IMPORT, snoozed_until=START.date(), reason="Imported"
+    )
+    assert _versions() == before
+    Followup.objects.filter(pk=followup.pk).update(
+        due_date=followup.due_date + dt.timedelta(days=99)
+    )
+    assert _versions() != before
+    assert kept() == expected()
