@@ -29,6 +29,15 @@ The rows are kept by triggers, in the statement that changes their sources:
 
 `rebuild()` (`manage.py rebuild_recall_contacts`) derives every row again from
 the sources, for a database restored around the triggers.
+
+Concurrency: a row is derived from the follow-up as the inserting statement sees
+it. Logging an attempt locks its follow-up first (followups.services), so an
+attempt and a booking of the same follow-up never interleave. A recall message
+marked sent by the dispatcher while another transaction books the same
+follow-up, both uncommitted at once, can keep the follow-up as it was before
+the booking until the follow-up next changes or the rows are rebuilt: locking
+the follow-up there as well could deadlock the dispatcher with the replanning
+that a booking runs, so it is left as a known, narrow gap.
 tests/reports/test_contacts.py checks the kept rows against a recount in Python
 after every kind of write, and tests/reports/test_onepass.py the dashboard's
 numbers against the drill-down lists' ORM filters.
