@@ -110,6 +110,32 @@ def _options(field: str, selected: str) -> str:
     return _options_html(field, selected, get_language())
 
 
+def _choice_options(choices: list[tuple[int, str]], selected: str) -> str:
+    return format_html_join(
+        "",
+        '<option value="{}"{}>{}</option>',
+        ((pk, " selected" if str(pk) == selected else "", label) for pk, label in choices),
+    )
+
+
+def _filter_options(
+    *, location_ids: list[int], filters: selectors.WorklistFilters, assigned: str
+) -> dict[str, str]:
+    """The <option>s of the type, provider and staff filters, the chosen one selected.
+
+    Written here, not looped over in the template: a manager's page lists ~300
+    options, and a template loop costs several template lookups per option.
+    """
+    choices = selectors.worklist_filter_choices(location_ids=location_ids)
+    return {
+        "type_options": _choice_options(
+            choices["followup_types"], str(filters.followup_type_id or "")
+        ),
+        "provider_options": _choice_options(choices["providers"], str(filters.provider_id or "")),
+        "staff_options": _choice_options(choices["staff"], assigned),
+    }
+
+
 def _worklist_filters(request: HttpRequest, location: Location | None) -> selectors.WorklistFilters:
     """Today's filters as the page reads them (the export reads them the same way)."""
     assigned = request.GET.get("assigned", "")
@@ -163,7 +189,7 @@ def today(request: HtmxHttpRequest) -> HttpResponse:
         "day": day,
         "locations": locations,
         "location": location,
-        **selectors.worklist_filter_choices(location_ids=location_ids),
+        **_filter_options(location_ids=location_ids, filters=filters, assigned=assigned),
     }
     return render(request, "followups/today.html", context)
 

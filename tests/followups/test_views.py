@@ -11,7 +11,7 @@ from django.utils import timezone
 from followups.models import CadenceRule, ContactAttempt, Followup, FollowupType
 from locations.models import Role
 from patients.models import ChannelConsent, Patient
-from tests.factories import AppointmentTypeFactory, PatientFactory, staff
+from tests.factories import AppointmentTypeFactory, PatientFactory, ProviderFactory, staff
 
 pytestmark = pytest.mark.django_db
 
@@ -48,6 +48,28 @@ def make_followup(patient, followup_type, *, days_overdue=5, rule=None, **kwargs
 def test_it_sends_staff_home_to_today(client, front_desk):
     client.force_login(front_desk)
     assert client.get(reverse("home")).url == reverse("followups:today")
+
+
+def test_its_filters_offer_the_staff_and_providers_of_own_locations_only(
+    client, front_desk, north, south, recall
+):
+    ProviderFactory(name="Dr Ada North", title="DDS", locations=[north])
+    ProviderFactory(name="Dr Bo South", title="", locations=[south])
+    colleague = staff(Role.FRONT_DESK, north, username="kim", first_name="Kim", last_name="Lee")
+    staff(Role.FRONT_DESK, south, username="elsewhere", first_name="Sam", last_name="Far")
+    nameless = staff(Role.FRONT_DESK, north, username="temp-desk", first_name="", last_name="")
+    client.force_login(front_desk)
+
+    page = client.get(
+        reverse("followups:today"), {"assigned": colleague.pk, "type": recall.pk}
+    ).content.decode()
+
+    assert "Dr Ada North, DDS</option>" in page and "Dr Bo South" not in page
+    assert f'<option value="{colleague.pk}" selected>Kim Lee</option>' in page
+    assert f'<option value="{nameless.pk}">temp-desk</option>' in page
+    assert "Sam Far" not in page
+    assert f'<option value="{recall.pk}" selected>Hygiene recall</option>' in page
+    assert page.count(" selected>") == 2
 
 
 def test_it_lists_due_follow_ups_of_own_location_only(
