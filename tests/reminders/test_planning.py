@@ -332,10 +332,13 @@ def test_siblings_due_the_same_minute_still_go_as_one_message(family):
     visits = [book(kid, soon(5, 15, 0)) for kid in kids]  # same time: same due minute
     first, second = (rows(appointment=v, step="2880m:sms")[0] for v in visits)
     at = first.scheduled_for
-    claimed = dispatch_due(now=at)
+    # Only the two SMS count: on the days when the visit is more than a week off,
+    # the 7-day email to the parent is due by then too, and is claimed beside them.
+    claimed = [pk for pk in dispatch_due(now=at) if pk in (first.pk, second.pk)]
     assert len(claimed) == 1  # one send per recipient at a time
     message_send(message_id=claimed[0], now=at)
-    assert dispatch_due(now=at) == []  # the other was folded in, not left to the cap
+    # The other was folded in, not left to the cap.
+    assert [pk for pk in dispatch_due(now=at) if pk in (first.pk, second.pk)] == []
     statuses = sorted(
         OutboundMessage.objects.filter(pk__in=[first.pk, second.pk]).values_list(
             "status", flat=True
