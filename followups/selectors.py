@@ -139,12 +139,17 @@ def assignable_staff(*, location: Location) -> QuerySet:
 
 
 def _with_row_data(qs: QuerySet[Followup]) -> QuerySet[Followup]:
-    """What a worklist row shows, in a fixed number of queries per page."""
+    """What a worklist row shows, in a fixed number of queries per page.
+
+    The follow-up's location is not joined: the page has the user's locations in
+    hand and sets them on its rows (the export and the one-row re-read join it).
+    Each relation joined here is one more that PostgreSQL's planner orders on every
+    request: with the location and the source visit's provider joined too, planning
+    the page's list took 4–6 ms of its 7–10 ms at 1× (benchmarks/pages.py).
+    """
     latest = ContactAttempt.objects.filter(followup=OuterRef("pk")).order_by("-attempted_at", "-id")
     return (
-        qs.select_related(
-            "patient", "followup_type", "location", "assigned_to", "source_appointment__provider"
-        )
+        qs.select_related("patient", "followup_type", "assigned_to")
         .annotate(
             last_attempt_at=Subquery(latest.values("attempted_at")[:1]),
             last_attempt_outcome=Subquery(latest.values("outcome")[:1]),
@@ -289,6 +294,7 @@ def worklist_row(*, user, pk: int, today: dt.date) -> Followup:
     """One row, re-read after an action, with the same data the list shows."""
     followup = (
         _with_row_data(followups_visible_to(user).annotate(bucket=bucket_expression(today)))
+        .select_related("location")
         .filter(pk=pk)
         .first()
     )

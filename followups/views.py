@@ -172,12 +172,17 @@ def today(request: HtmxHttpRequest) -> HttpResponse:
         count=sum(tabs.counts[b] for b in shown),
         more=bool(tabs.more.intersection(shown)),
     ).get_page(request.GET.get("page"))
+    # The rows' locations are among the user's, already read for the picker.
+    by_id = {loc.pk: loc for loc in locations}
+    followups = list(page.object_list)
+    for f in followups:
+        f.location = by_id[f.location_id]
     # Per row: a follow-up at a location where the user only reads gets no actions.
     actionable = set(location_ids_for(user=request.user, perm=CHANGE_PATIENTS))
     location_ids = [loc.pk for loc in locations]
     context = {
         "page": page,
-        "rows": [_row_context(f, can_act=f.location_id in actionable) for f in page.object_list],
+        "rows": [_row_context(f, can_act=f.location_id in actionable) for f in followups],
         "counts": tabs.counts,
         "tabs": [(b, selectors.BUCKET_LABELS[b], tabs.label(b)) for b in selectors.BUCKETS],
         "to_contact": tabs.label("overdue", "due"),
@@ -268,7 +273,9 @@ def today_export(request: HttpRequest) -> HttpResponseBase:
     location = _pick_location(request, locations)
     filters = _worklist_filters(request, location)
     day = _today_at(location)
-    rows = selectors.worklist(user=request.user, filters=filters, today=day)
+    rows = selectors.worklist(user=request.user, filters=filters, today=day).select_related(
+        "location", "source_appointment__provider"
+    )
     bucket = filters.bucket if filters.bucket in selectors.BUCKETS else ""
     return exports.export_response(
         request,

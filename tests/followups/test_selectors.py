@@ -284,10 +284,10 @@ def _page(user, size: int) -> tuple[int, list[Followup]]:
     with CaptureQueriesContext(connection) as captured:
         page = rows(user)[:size]
         for row in page:
-            # What a row shows: patient, type, location, assignee, provider, consents.
-            str(row.patient), str(row.followup_type), str(row.location), row.assigned_to
-            if row.source_appointment:
-                str(row.source_appointment.provider)
+            # What a row shows: patient, type, assignee, consents. (The page sets each
+            # row's location from the user's locations; only the export shows the
+            # provider, and it joins it.)
+            str(row.patient), str(row.followup_type), row.assigned_to
             [consent.status for consent in row.patient.consents.all()]
     return len(captured), page
 
