@@ -5,16 +5,22 @@ from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import QuerySet
 
 
-def count_each(querysets: Sequence[QuerySet], *, limit: int | None = None) -> list[int]:
+def count_each(
+    querysets: Sequence[QuerySet], *, limit: int | None = None, hash_joins: bool = True
+) -> list[int]:
     """COUNT(*) of each queryset, in one statement.
 
     With `limit`, each count reads no further than `limit` + 1 rows, so a count
     above `limit` says "more" without visiting every row (Today's tabs). A
     queryset that can match nothing (an empty IN list) counts 0 without SQL.
+
+    `hash_joins=False` plans the statement with PostgreSQL's hash joins off, for
+    counts whose rows each probe a few index entries and stop at `limit`: see
+    followups.selectors.worklist_tab_counts for when the planner gets that wrong.
     """
     parts: list[str] = []
     params: list[Any] = []
@@ -29,9 +35,22 @@ def count_each(querysets: Sequence[QuerySet], *, limit: int | None = None) -> li
             continue
         parts.append(f"(SELECT count(*) FROM ({sql}) AS counted_{n})")
         params.extend(p)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT " + ", ".join(parts), params)
-        return list(cursor.fetchone())
+    sql = "SELECT " + ", ".join(parts)
+    if hash_joins or connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchone())
+    # set_config(..., true) lasts to the end of the transaction, which may be a
+    # caller's: the setting is put back as it was once the statement has run.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('enable_hashjoin'), set_config('enable_hashjoin', 'off', true)"
+        )
+        (previous, _) = cursor.fetchone()
+        cursor.execute(sql, params)
+        counts = list(cursor.fetchone())
+        cursor.execute("SELECT set_config('enable_hashjoin', %s, true)", [previous])
+        return counts
 
 
 class CountedPaginator(Paginator):

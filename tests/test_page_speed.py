@@ -16,6 +16,7 @@ from django.utils import timezone
 from followups.models import Followup
 from locations.models import Role
 from patients import selectors
+from patients.models import Patient
 from tests.factories import (
     FollowupFactory,
     FollowupTypeFactory,
@@ -127,3 +128,31 @@ def test_the_messages_page_pages_by_its_tab_counts(client, front_desk, north):
         page = response.context["page"]
         assert page.paginator.count == response.context["counts"][tab] == total
         assert len(page.object_list) == min(total, 25)
+
+
+def _hashjoin_setting() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW enable_hashjoin")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL planner setting")
+def test_counts_planned_without_hash_joins_are_the_same_and_leave_the_setting_alone():
+    from practicecrm.pagination import count_each
+
+    north = LocationFactory()
+    PatientFactory.create_batch(3, home_location=north)
+    PatientFactory.create_batch(2)
+    querysets = [
+        Patient.objects.filter(home_location=north),
+        Patient.objects.exclude(home_location=north),
+        Patient.objects.filter(pk__in=[]),
+    ]
+    assert count_each(querysets, limit=2, hash_joins=False) == [3, 2, 0]
+    assert count_each(querysets, limit=2) == [3, 2, 0]
+    # The test runs inside a transaction: the setting must not outlive the count.
+    assert _hashjoin_setting() == "on"
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_hashjoin = off")
+    count_each(querysets, hash_joins=False)
+    assert _hashjoin_setting() == "off"  # put back as it was, not switched on
