@@ -57,21 +57,24 @@ def sql_alone(captured: list[dict], *, repeats: int = 5) -> float:
     from django.db import connection, transaction
 
     total = 0.0
-    # Planner settings a page sets for its own transaction (set_config(name, value,
-    # true), e.g. practicecrm.pagination.count_each's hash joins off) hold for the
-    # statements after them, so each run repeats the last one per setting first.
+    # Planner settings a page sets for its next statements (SET name = value, e.g.
+    # practicecrm.pagination.count_each's hash joins off, until RESET name) hold
+    # for the statements after them, so each run repeats those in force first.
     settings: dict[str, str] = {}
     for query in captured:
         sql = query["sql"]
         if sql.lstrip().upper().startswith(_SKIP):
             continue
-        for name in re.findall(r"set_config\('(\w+)'", sql):
-            settings[name] = sql
+        if match := re.match(r"\s*(SET|RESET)\s+(\w+)", sql, re.IGNORECASE):
+            if match[1].upper() == "SET":
+                settings[match[2]] = sql
+            else:
+                settings.pop(match[2], None)
         best = float("inf")
         for _ in range(repeats):
             with transaction.atomic():
                 with connection.cursor() as cursor:
-                    for setting in dict.fromkeys(settings.values()):
+                    for setting in settings.values():
                         cursor.execute(setting)
                     started = time.perf_counter()
                     cursor.execute(sql)

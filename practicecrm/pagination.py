@@ -1,11 +1,12 @@
 """Counting lists cheaply, and a paginator for lists whose length is already known."""
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Paginator
-from django.db import connection, transaction
+from django.db import DatabaseError, connection
 from django.db.models import QuerySet
 
 
@@ -36,21 +37,19 @@ def count_each(
         parts.append(f"(SELECT count(*) FROM ({sql}) AS counted_{n})")
         params.extend(p)
     sql = "SELECT " + ", ".join(parts)
-    if hash_joins or connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
+    with connection.cursor() as cursor:
+        if hash_joins or connection.vendor != "postgresql":
             cursor.execute(sql, params)
             return list(cursor.fetchone())
-    # set_config(..., true) lasts to the end of the transaction, which may be a
-    # caller's: the setting is put back as it was once the statement has run.
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT current_setting('enable_hashjoin'), set_config('enable_hashjoin', 'off', true)"
-        )
-        (previous, _) = cursor.fetchone()
-        cursor.execute(sql, params)
-        counts = list(cursor.fetchone())
-        cursor.execute("SELECT set_config('enable_hashjoin', %s, true)", [previous])
-        return counts
+        # For this statement only. When it fails inside a transaction, the RESET
+        # cannot run, and the transaction's rollback undoes the SET instead.
+        cursor.execute("SET enable_hashjoin = off")
+        try:
+            cursor.execute(sql, params)
+            return list(cursor.fetchone())
+        finally:
+            with contextlib.suppress(DatabaseError):
+                cursor.execute("RESET enable_hashjoin")
 
 
 class CountedPaginator(Paginator):

@@ -137,7 +137,7 @@ def _hashjoin_setting() -> str:
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL planner setting")
-def test_counts_planned_without_hash_joins_are_the_same_and_leave_the_setting_alone():
+def test_counts_planned_without_hash_joins_are_the_same_and_leave_the_setting_as_it_was():
     from practicecrm.pagination import count_each
 
     north = LocationFactory()
@@ -150,9 +150,22 @@ def test_counts_planned_without_hash_joins_are_the_same_and_leave_the_setting_al
     ]
     assert count_each(querysets, limit=2, hash_joins=False) == [3, 2, 0]
     assert count_each(querysets, limit=2) == [3, 2, 0]
-    # The test runs inside a transaction: the setting must not outlive the count.
+    assert _hashjoin_setting() == "on"  # the setting does not outlive the count
+    planned_without = Patient.objects.extra(where=["current_setting('enable_hashjoin') = 'off'"])
+    assert count_each([planned_without], hash_joins=False) == [5]
+    assert count_each([planned_without]) == [0]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL planner setting")
+def test_a_count_that_fails_leaves_hash_joins_on(transactional_db):
+    from django.db import DatabaseError, transaction
+
+    from practicecrm.pagination import count_each
+
+    failing = Patient.objects.extra(where=["1 / (SELECT count(*) FROM patients_patient) = 1"])
+    with pytest.raises(DatabaseError, match="division by zero"):
+        count_each([failing], hash_joins=False)
     assert _hashjoin_setting() == "on"
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_hashjoin = off")
-    count_each(querysets, hash_joins=False)
-    assert _hashjoin_setting() == "off"  # put back as it was, not switched on
+    with pytest.raises(DatabaseError, match="division by zero"), transaction.atomic():
+        count_each([failing], hash_joins=False)
+    assert _hashjoin_setting() == "on"  # the transaction's rollback took the SET with it
