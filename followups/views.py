@@ -6,8 +6,9 @@ a 404, through followups.selectors.followup_get.
 """
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -89,15 +90,20 @@ def _row_context(followup: Followup, *, can_act: bool) -> dict:
 _NOTE_MAX_LENGTH = getattr(AttemptForm.base_fields["note"], "max_length", None)
 
 
+def _choice_options(choices: Iterable[tuple[Any, Any]], selected: str) -> str:
+    """<option>s for (value, label) pairs, the one whose value is `selected` selected."""
+    return format_html_join(
+        "",
+        '<option value="{}"{}>{}</option>',
+        ((value, " selected" if str(value) == selected else "", label) for value, label in choices),
+    )
+
+
 @lru_cache(maxsize=64)
 def _options_html(field: str, selected: str, language: str | None) -> str:
     # `language` only keys the cache: the labels are translatable.
     choices = {"channel": ContactAttempt.Channel, "outcome": ContactAttempt.Outcome}[field].choices
-    return format_html_join(
-        "",
-        '<option value="{}"{}>{}</option>',
-        ((value, " selected" if value == selected else "", label) for value, label in choices),
-    )
+    return _choice_options(choices, selected)
 
 
 def _options(field: str, selected: str) -> str:
@@ -108,14 +114,6 @@ def _options(field: str, selected: str) -> str:
     still 325 options' worth of template nodes on a page of 25 rows.
     """
     return _options_html(field, selected, get_language())
-
-
-def _choice_options(choices: list[tuple[int, str]], selected: str) -> str:
-    return format_html_join(
-        "",
-        '<option value="{}"{}>{}</option>',
-        ((pk, " selected" if str(pk) == selected else "", label) for pk, label in choices),
-    )
 
 
 def _filter_options(
