@@ -1,6 +1,7 @@
 """Reads for follow-up pages, narrowed to what the user may see (via patients.selectors)."""
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -142,7 +143,8 @@ def _with_row_data(qs: QuerySet[Followup]) -> QuerySet[Followup]:
     """What a worklist row shows, in a fixed number of queries per page.
 
     The follow-up's location is not joined: the page has the user's locations in
-    hand and sets them on its rows (the export and the one-row re-read join it).
+    hand and sets them on its rows and their recall messages (with_locations; the
+    export and the one-row re-read join it).
     Each relation joined here is one more that PostgreSQL's planner orders on every
     request: with the location and the source visit's provider joined too, planning
     the page's list took 4–6 ms of its 7–10 ms at 1× (benchmarks/pages.py).
@@ -167,6 +169,23 @@ def _with_row_data(qs: QuerySet[Followup]) -> QuerySet[Followup]:
             recall_messages_prefetch(),
         )
     )
+
+
+def with_locations(followups: list[Followup], locations: Iterable[Location]) -> list[Followup]:
+    """Set each row's location, and its recall messages', from locations already read.
+
+    The list joins neither: each relation joined is one more that PostgreSQL's
+    planner orders on every request, and a page's recall messages would carry a
+    copy of the same few locations each. A message from a location not given
+    here reads its own when asked.
+    """
+    by_id = {loc.pk: loc for loc in locations}
+    for followup in followups:
+        followup.location = by_id[followup.location_id]
+        for message in getattr(followup, "recall_messages", ()):
+            if message.location_id in by_id:
+                message.location = by_id[message.location_id]
+    return followups
 
 
 @dataclass(frozen=True)
@@ -309,6 +328,7 @@ def worklist_row(*, user, pk: int, today: dt.date) -> Followup:
     )
     if followup is None:
         raise Http404("No such follow-up.")
+    with_locations([followup], [followup.location])
     return followup
 
 

@@ -171,10 +171,7 @@ def today(request: HtmxHttpRequest) -> HttpResponse:
         more=bool(tabs.more.intersection(shown)),
     ).get_page(request.GET.get("page"))
     # The rows' locations are among the user's, already read for the picker.
-    by_id = {loc.pk: loc for loc in locations}
-    followups = list(page.object_list)
-    for f in followups:
-        f.location = by_id[f.location_id]
+    followups = selectors.with_locations(list(page.object_list), locations)
     # Per row: a follow-up at a location where the user only reads gets no actions.
     actionable = set(location_ids_for(user=request.user, perm=CHANGE_PATIENTS))
     location_ids = [loc.pk for loc in locations]

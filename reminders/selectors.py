@@ -151,12 +151,30 @@ class Outreach:
     call_list: bool  # every step is done: the phone is next
 
 
+# What a Today row says of a recall message (reminder_tags.outreach, status_note,
+# message_when); its location is the row's (followups.selectors.with_locations).
+_OUTREACH_FIELDS = (
+    "id",
+    "followup_id",
+    "location_id",
+    "channel",
+    "status",
+    "reason",
+    "error_message",
+    "error_code",
+    "scheduled_for",
+    "sent_at",
+)
+
+
 def recall_messages_prefetch() -> Prefetch:
-    """One query for the recall messages of a whole page of follow-ups."""
+    """One query for the recall messages of a whole page of follow-ups, with the
+    columns a row shows (not the bodies), and without their location: ~75 messages
+    on a page of 25 rows carried ~75 copies of the same few locations."""
     return Prefetch(
         "messages",
         queryset=OutboundMessage.objects.filter(kind=OutboundMessage.Kind.RECALL)
-        .select_related("location")
+        .only(*_OUTREACH_FIELDS)
         .order_by("scheduled_for", "id"),
         to_attr="recall_messages",
     )

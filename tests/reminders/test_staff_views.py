@@ -211,6 +211,43 @@ def test_it_shows_recall_outreach_on_the_today_row(client, front_desk, north_pat
     assert "Call list" in html
 
 
+def test_today_rows_show_their_outreach_in_the_same_queries_for_2_or_12_rows(
+    client, front_desk, north
+):
+    def add(n):
+        for _ in range(n):
+            patient = PatientFactory(home_location=north)
+            followup = recall_followup(patient)
+            OutboundMessage.objects.filter(followup=followup).delete()
+            outbox(patient, followup=followup, status=Status.FAILED, error_code=30006)
+            outbox(patient, followup=followup, status=Status.DELIVERED)
+            outbox(
+                patient,
+                followup=followup,
+                channel="email",
+                status=Status.PLANNED,
+                reason="Quiet hours",
+                when=timezone.now() + dt.timedelta(days=3),
+            )
+
+    def today():
+        with CaptureQueriesContext(connection) as captured:
+            html = client.get(reverse("followups:today")).content.decode()
+        return len(captured), html
+
+    client.force_login(front_desk)
+    add(2)
+    today()
+    few, html = today()
+    assert html.count('data-testid="outreach"') == 2
+    assert html.count("Next: Email") == 2 and html.count("(Deferred: Quiet hours)") == 2
+    add(10)
+    many, html = today()
+    assert html.count('data-testid="outreach"') == 12
+    # No message reads its location or a column left out one by one.
+    assert many == few
+
+
 # --- the Messages page -----------------------------------------------------------------
 
 
