@@ -53,7 +53,8 @@ def test_it_sends_staff_home_to_today(client, front_desk):
 def test_its_filters_offer_the_staff_and_providers_of_own_locations_only(
     client, front_desk, north, south, recall
 ):
-    ProviderFactory(name="Dr Ada North", title="DDS", locations=[north])
+    ada = ProviderFactory(name="Dr Ada North", title="DDS", locations=[north])
+    plain = ProviderFactory(name="Dr Cy Plain", title="", locations=[north])
     ProviderFactory(name="Dr Bo South", title="", locations=[south])
     colleague = staff(Role.FRONT_DESK, north, username="kim", first_name="Kim", last_name="Lee")
     staff(Role.FRONT_DESK, south, username="elsewhere", first_name="Sam", last_name="Far")
@@ -64,8 +65,11 @@ def test_its_filters_offer_the_staff_and_providers_of_own_locations_only(
         reverse("followups:today"), {"assigned": colleague.pk, "type": recall.pk}
     ).content.decode()
 
-    assert "Dr Ada North, DDS</option>" in page and "Dr Bo South" not in page
-    assert f'<option value="{colleague.pk}" selected>Kim Lee</option>' in page
+    # Labels as the models word them (Provider.__str__, User.get_full_name).
+    assert f'<option value="{ada.pk}">{ada}</option>' in page and str(ada) == "Dr Ada North, DDS"
+    assert f'<option value="{plain.pk}">{plain}</option>' in page
+    assert "Dr Bo South" not in page
+    assert f'<option value="{colleague.pk}" selected>{colleague.get_full_name()}</option>' in page
     assert f'<option value="{nameless.pk}">temp-desk</option>' in page
     assert "Sam Far" not in page
     assert f'<option value="{recall.pk}" selected>Hygiene recall</option>' in page
