@@ -73,6 +73,7 @@ from reminders.models import InboundMessage, MessageTemplate, OutboundMessage, O
 from reminders.planning import address, deferral_note, route, sender_for
 from reminders.templating import DEFAULTS, fill, gsm_friendly, template_for, values_for
 from reports import contacts
+from reports import visits as visit_flags
 
 User = get_user_model()
 
@@ -691,7 +692,8 @@ class _Generator:
         with connection.cursor() as cursor:
             # Bench data: a crash loses the last commits at worst, and --replace redoes them.
             cursor.execute("SET synchronous_commit TO off")
-        with _secondary_indexes_dropped(self.out):
+        # The visits' kept flags are derived once, after the indexes are back.
+        with visit_flags.deferred(), _secondary_indexes_dropped(self.out):
             per_site = self._split(size.patients, len(self.sites))
             visits = self._split(size.appointments, len(self.sites))
             future = self._split(size.future_appointments, len(self.sites))

@@ -72,3 +72,36 @@ class RecallContact(models.Model):
     def __str__(self) -> str:
         source = f"attempt {self.attempt_id}" if self.attempt_id else f"message {self.message_id}"
         return f"{source} about follow-up {self.followup_id} on {self.day}"
+
+
+class VisitFlags(models.Model):
+    """One visit with what the dashboard's reminder table counts it by.
+
+    A row per visit: its location, local day (on its location's calendar), start
+    and status, and whether an appointment reminder about it went out (sent,
+    delivered or undelivered) and whether the patient confirmed it by SMS.
+    PostgreSQL keeps these rows (triggers, reports.visits): never write them from
+    Python. Plain ids, not foreign keys: the rows follow their sources' deletes
+    through the triggers.
+    """
+
+    appointment_id = models.BigIntegerField(primary_key=True)  # patients.Appointment
+    location_id = models.IntegerField()
+    day = models.DateField()
+    start = models.DateTimeField()
+    status = models.CharField(max_length=16)
+    reminded = models.BooleanField()
+    confirmed = models.BooleanField()
+
+    class Meta:
+        indexes = [
+            # The dashboard's one read: its locations' days, every column it counts.
+            models.Index(
+                fields=["location_id", "day"],
+                include=["start", "status", "reminded", "confirmed"],
+                name="visitflags_read_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"visit {self.appointment_id} on {self.day}"

@@ -248,6 +248,18 @@ class TestGenerated:
         )
         assert booked.exists()
 
+    def test_it_leaves_the_dashboards_visit_flags_derived(self, generated):
+        from reports.models import VisitFlags
+        from tests.reports.test_visits import expected, kept
+
+        # The load defers the triggers (reports.visits.deferred) and derives once.
+        assert kept() == expected()
+        assert VisitFlags.objects.filter(reminded=True).exists()
+        assert VisitFlags.objects.filter(confirmed=True).exists()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('reports.visits_deferred', true)")
+            assert cursor.fetchone()[0] in (None, "")  # the triggers work again
+
     def test_it_refuses_to_mix_and_replaces_identically(self, generated):
         with pytest.raises(CommandError, match="--replace"):
             generate(SCALE, seed=11)
