@@ -118,7 +118,9 @@ def followup_tally(scope: Any, trend: Any, anchor: dt.date) -> FollowupTally:
         -- Per contacted follow-up of the locations: contacted in the period, booked
         -- within the window after a contact (attributed), and after one of the
         -- period's (converted). Messages sent here about a follow-up elsewhere
-        -- are left out.
+        -- are left out, and so are contacts outside the period that attribute no
+        -- booking: they count nowhere, and half the rows read are such (the read
+        -- reaches back for the chart and the window), so grouping skips them.
         per AS MATERIALIZED (
             SELECT k.followup_id, min(k.followup_location_id) AS location_id,
                    min(k.followup_type_id) AS followup_type_id, min(k.due_date) AS due_date,
@@ -127,7 +129,7 @@ def followup_tally(scope: Any, trend: Any, anchor: dt.date) -> FollowupTally:
                    bool_or({within}) AS attributed,
                    bool_or({in_period} AND {within}) AS converted
               FROM contact k
-             WHERE k.followup_location_id = ANY(%(ids)s)
+             WHERE k.followup_location_id = ANY(%(ids)s) AND ({in_period} OR ({within}))
              GROUP BY k.followup_id
         )
         SELECT 'contacts', p.location_id, p.followup_type_id,
