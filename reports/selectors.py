@@ -3,13 +3,18 @@
 from django.db.models import QuerySet
 from django.http import Http404
 
-from locations.access import VIEW_REPORTS, locations_for
+from locations.access import VIEW_REPORTS, location_grants
 from locations.models import Location
 
 
 def report_locations(user) -> QuerySet[Location]:
-    """Active locations where the user holds VIEW_REPORTS (practice managers, admins)."""
-    return locations_for(user, VIEW_REPORTS).order_by("name")
+    """Active locations where the user holds VIEW_REPORTS (practice managers, admins).
+
+    locations_for()'s rule, on the grants the request reads once for every check
+    (location_grants: the navigation has them already), by literal ids.
+    """
+    ids = [pk for pk, perms in location_grants(user).items() if VIEW_REPORTS in perms]
+    return Location.objects.filter(pk__in=ids).order_by("name")
 
 
 def can_view_reports(*, user) -> bool:

@@ -61,6 +61,17 @@ def test_it_shows_the_managers_locations_and_not_a_third(client, clinics):
     assert "within 14 days after a staff contact attempt" in html  # the attribution rule
 
 
+def test_it_leaves_out_a_deactivated_location_of_the_manager(client, clinics):
+    north, south, _west, manager = clinics
+    south.is_active = False
+    south.save(update_fields=["is_active"])
+    client.force_login(manager)
+    response = client.get(DASHBOARD)
+    assert [loc.pk for loc in response.context["locations"]] == [north.pk]
+    assert response.context["recall_total"].due == 1
+    assert client.get(DASHBOARD, {"location": south.pk}).status_code == 404
+
+
 def test_it_answers_404_for_another_locations_numbers_everywhere(client, clinics):
     north, _south, west, manager = clinics
     client.force_login(manager)
