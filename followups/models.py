@@ -199,8 +199,11 @@ class Followup(models.Model):
             )
         ]
         indexes = [
+            # Also the dashboard's "past due, still open" (reports.onepass): the
+            # range due before today, with what it filters and groups by.
             models.Index(
                 fields=["location", "due_date"],
+                include=["lapses_on", "followup_type"],
                 condition=Q(status__in=["open", "contacted"]),
                 name="followup_worklist_idx",
             ),
@@ -223,8 +226,8 @@ class Followup(models.Model):
                 condition=Q(status="lapsed"),
                 name="followup_lapsed_idx",
             ),
-            # Also the dashboard's "past due, still open" (reports.onepass), which
-            # reads the due date and type from the index.
+            # Open follow-ups by the day they lapse: Today's "Lapsed" tab and the
+            # nightly job that marks them (followups.selectors, followups.services).
             models.Index(
                 fields=["location", "lapses_on"],
                 include=["due_date", "followup_type"],

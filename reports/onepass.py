@@ -89,13 +89,17 @@ def followup_tally(scope: Any, trend: Any, anchor: dt.date) -> FollowupTally:
         "anchor": anchor,
     }
     # "Today" differs between locations around midnight: one clause per local date.
+    # Past due: the range due before today (followup_worklist_idx, which carries
+    # the lapse date and type). `lapses_on + 0` keeps PostgreSQL from reading every
+    # open follow-up not yet lapsed instead (followup_lapsing_idx), a plan it
+    # misjudges as cheaper: 78,000 index entries for 20 locations instead of 16,500.
     overdue, lapsed = [], []
     for n, (today, ids) in enumerate(scope.today_groups().items()):
         params |= {f"ids_{n}": ids, f"today_{n}": today, f"lapse_end_{n}": min(scope.end, today)}
         overdue.append(
             f"(f.location_id = ANY(%(ids_{n})s) AND f.status = ANY(%(open)s)"
             f" AND f.due_date <= %(end)s AND f.due_date < %(today_{n})s"
-            f" AND f.lapses_on > %(today_{n})s)"
+            f" AND f.lapses_on + 0 > %(today_{n})s)"
         )
         lapsed.append(
             f"(f.location_id = ANY(%(ids_{n})s) AND f.status = ANY(%(lapsing)s)"
