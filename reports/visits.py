@@ -31,7 +31,9 @@ about one visit take turns, and the second decides from a snapshot that holds
 the first's commit: neither can leave the other's change out. Rows are locked
 in visit order within a statement; a transaction that changes reminders of two
 visits in two statements while another does the reverse can deadlock, and
-PostgreSQL then cancels one of them (the dispatcher retries a batch).
+PostgreSQL then cancels one of them. The dispatcher records a batch in one
+statement; were its finishing update cancelled, its rows would stay "sending"
+until reminders.reconcile asks the provider — nothing is sent twice.
 
 `rebuild()` (`manage.py rebuild_visit_flags`) derives every row again from the
 sources, for a database restored around the triggers. tests/reports/test_visits.py
