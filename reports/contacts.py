@@ -212,7 +212,11 @@ $$;
 """
 
 
-def _statement_triggers(table: str, function: str, ops: tuple[str, ...]) -> str:
+def statement_triggers(
+    table: str, function: str, ops: tuple[str, ...], truncate: str = "reports_truncate_contacts"
+) -> str:
+    """Statement-level triggers `{function}_{op}` on `table` with their transition
+    tables, and `truncate` after TRUNCATE (also reports.visits)."""
     sql = []
     for op in ops:
         tables = {
@@ -226,7 +230,7 @@ def _statement_triggers(table: str, function: str, ops: tuple[str, ...]) -> str:
         )
     sql.append(
         f"CREATE OR REPLACE TRIGGER {function}_truncate AFTER TRUNCATE ON {table}"
-        f" FOR EACH STATEMENT EXECUTE FUNCTION reports_truncate_contacts();"
+        f" FOR EACH STATEMENT EXECUTE FUNCTION {truncate}();"
     )
     return "\n".join(sql)
 
@@ -246,7 +250,7 @@ _FOLLOWUP_KEY = (
 )
 
 TRIGGERS = (
-    "\n".join(_statement_triggers(*source) for source in _SOURCES)
+    "\n".join(statement_triggers(*source) for source in _SOURCES)
     + f"""
 CREATE OR REPLACE TRIGGER reports_followup_contacts_update
     AFTER UPDATE ON followups_followup FOR EACH ROW

@@ -51,6 +51,8 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from reports.contacts import statement_triggers
+
 TABLE = "reports_visitflags"
 COLUMNS = "appointment_id, location_id, day, start, status, reminded, confirmed"
 # Keep in step with reports.metrics.WENT_OUT.
@@ -196,25 +198,6 @@ $$;
 """
 
 
-def _statement_triggers(table: str, function: str, ops: tuple[str, ...]) -> list[str]:
-    sql = []
-    for op in ops:
-        tables = {
-            "INSERT": "NEW TABLE AS new_rows",
-            "UPDATE": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
-            "DELETE": "OLD TABLE AS old_rows",
-        }[op]
-        sql.append(
-            f"CREATE OR REPLACE TRIGGER {function}_{op.lower()} AFTER {op} ON {table}"
-            f" REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION {function}();"
-        )
-    sql.append(
-        f"CREATE OR REPLACE TRIGGER {function}_truncate AFTER TRUNCATE ON {table}"
-        f" FOR EACH STATEMENT EXECUTE FUNCTION reports_truncate_visits();"
-    )
-    return sql
-
-
 _SOURCES = (
     ("patients_appointment", "reports_visit_flags", ("INSERT", "DELETE")),
     ("reminders_outboundmessage", "reports_visit_reminders", ("INSERT", "UPDATE", "DELETE")),
@@ -223,7 +206,10 @@ _SOURCES = (
 
 TRIGGERS = "\n".join(
     [
-        *(line for source in _SOURCES for line in _statement_triggers(*source)),
+        *(
+            statement_triggers(table, function, ops, truncate="reports_truncate_visits")
+            for table, function, ops in _SOURCES
+        ),
         """
 CREATE OR REPLACE TRIGGER reports_visit_flags_update
     AFTER UPDATE ON patients_appointment FOR EACH ROW
