@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
@@ -31,7 +32,12 @@ def test_it_follows_a_dashboard_number_to_its_patients(live_server, request):
     require_chromium()
     build = Builder()
     today, now = timezone.localdate(), timezone.now()
-    austin = LocationFactory(name="Riverside Dental — Austin", slug="riverside-austin")
+    # On the server's calendar: "This week" is the server's, a booking's day its
+    # location's, and between the two zones' midnights (05:00–06:00 UTC on a Monday
+    # for New York and Chicago) a booking made now fell on last week.
+    austin = LocationFactory(
+        name="Riverside Dental — Austin", slug="riverside-austin", time_zone=settings.TIME_ZONE
+    )
     denver = LocationFactory(name="Hillcrest Dental — Denver", slug="hillcrest-denver")
     staff(Role.PRACTICE_MANAGER, austin, denver, username="manager", first_name="Mia")
     # Booked from recall this week: a call 3 days before the booking, today.
@@ -41,7 +47,7 @@ def test_it_follows_a_dashboard_number_to_its_patients(live_server, request):
         patient=PatientFactory(home_location=austin, first_name="Zoë", last_name="Núñez"),
     )
     build.attempt(booked, now - dt.timedelta(days=3))
-    build.book(booked, recorded=now - dt.timedelta(minutes=5))
+    build.book(booked, recorded=now)
     # Due two months ago, contacted then: only in a longer period.
     old = build.followup(
         denver,
