@@ -121,13 +121,37 @@ def _changed(of: str) -> str:
         END IF;"""
 
 
+_DEFERRED = """
+    IF current_setting('reports.visits_deferred', true) = 'on' THEN
+        RETURN NULL;  -- a bulk load derives every row once at its end (deferred())
+    END IF;"""
+
+
+def _decider(function: str, of: str, flag: str, exists: str) -> str:
+    """A trigger function on the outbox or the replies: the visits whose fact `of`
+    came or went in the statement get `flag` decided again."""
+    return f"""
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    ids bigint[];
+BEGIN{_DEFERRED}
+    {_changed(of)}
+    {_decide(flag, exists)}
+    RETURN NULL;
+END
+$$;
+"""
+
+
+_DECIDERS = _decider("reports_visit_reminders", _REMINDER_OF, "reminded", _REMINDED) + _decider(
+    "reports_visit_confirmations", _CONFIRMATION_OF, "confirmed", _CONFIRMED
+)
+
 FUNCTIONS = f"""
 CREATE OR REPLACE FUNCTION reports_visit_flags() RETURNS trigger
 LANGUAGE plpgsql AS $$
-BEGIN
-    IF current_setting('reports.visits_deferred', true) = 'on' THEN
-        RETURN NULL;  -- a bulk load derives every row once at its end (deferred())
-    END IF;
+BEGIN{_DEFERRED}
     IF TG_OP = 'INSERT' THEN  -- for each statement
         INSERT INTO {TABLE} ({COLUMNS}) {_derive("new_rows")};
     ELSIF TG_OP = 'DELETE' THEN  -- for each statement
@@ -143,34 +167,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION reports_visit_reminders() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    ids bigint[];
-BEGIN
-    IF current_setting('reports.visits_deferred', true) = 'on' THEN
-        RETURN NULL;  -- a bulk load derives every row once at its end (deferred())
-    END IF;
-    {_changed(_REMINDER_OF)}
-    {_decide("reminded", _REMINDED)}
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION reports_visit_confirmations() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    ids bigint[];
-BEGIN
-    IF current_setting('reports.visits_deferred', true) = 'on' THEN
-        RETURN NULL;  -- a bulk load derives every row once at its end (deferred())
-    END IF;
-    {_changed(_CONFIRMATION_OF)}
-    {_decide("confirmed", _CONFIRMED)}
-    RETURN NULL;
-END
-$$;
-
+{_DECIDERS}
 CREATE OR REPLACE FUNCTION reports_visit_days() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
