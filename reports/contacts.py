@@ -268,11 +268,17 @@ CREATE OR REPLACE TRIGGER reports_location_contacts
 )
 
 
+def drop_statement_triggers(sources: tuple[tuple[str, str, tuple[str, ...]], ...]) -> list[str]:
+    """DROP statements for what statement_triggers() created, per (table, function, ops)."""
+    return [
+        f"DROP TRIGGER IF EXISTS {function}_{op.lower()} ON {table};"
+        for table, function, ops in sources
+        for op in (*ops, "TRUNCATE")
+    ]
+
+
 def _drop() -> str:
-    sql = []
-    for table, function, ops in _SOURCES:
-        for op in (*ops, "TRUNCATE"):
-            sql.append(f"DROP TRIGGER IF EXISTS {function}_{op.lower()} ON {table};")
+    sql = drop_statement_triggers(_SOURCES)
     sql.append("DROP TRIGGER IF EXISTS reports_followup_contacts_update ON followups_followup;")
     sql.append("DROP TRIGGER IF EXISTS reports_appointment_contacts ON patients_appointment;")
     sql.append("DROP TRIGGER IF EXISTS reports_location_contacts ON locations_location;")

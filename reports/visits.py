@@ -51,7 +51,8 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from reports.contacts import statement_triggers
+# Whether the database keeps the rows: PostgreSQL, as for the contacts (not SQLite).
+from reports.contacts import available, drop_statement_triggers, statement_triggers
 
 TABLE = "reports_visitflags"
 COLUMNS = "appointment_id, location_id, day, start, status, reminded, confirmed"
@@ -223,10 +224,7 @@ CREATE OR REPLACE TRIGGER reports_visit_days
 
 
 def _drop() -> str:
-    sql = []
-    for table, function, ops in _SOURCES:
-        for op in (*ops, "TRUNCATE"):
-            sql.append(f"DROP TRIGGER IF EXISTS {function}_{op.lower()} ON {table};")
+    sql = drop_statement_triggers(_SOURCES)
     sql.append("DROP TRIGGER IF EXISTS reports_visit_flags_update ON patients_appointment;")
     sql.append("DROP TRIGGER IF EXISTS reports_visit_days ON locations_location;")
     for function in (
@@ -242,11 +240,6 @@ def _drop() -> str:
 
 # Every row, from the sources (the migration's backfill and rebuild()).
 _DERIVE = f"INSERT INTO {TABLE} ({COLUMNS}) {_derive('patients_appointment')};"
-
-
-def available() -> bool:
-    """Whether the database keeps the rows (PostgreSQL; not the embedded SQLite)."""
-    return connection.vendor == "postgresql"
 
 
 def install(schema_editor) -> None:  # type: ignore[no-untyped-def]
