@@ -692,8 +692,10 @@ class _Generator:
         with connection.cursor() as cursor:
             # Bench data: a crash loses the last commits at worst, and --replace redoes them.
             cursor.execute("SET synchronous_commit TO off")
-        # The visits' kept flags are derived once, after the indexes are back.
-        with visit_flags.deferred(), _secondary_indexes_dropped(self.out):
+        # The dashboard's kept contacts and visit flags are derived once, after the
+        # indexes are back (a location's attempts may be copied before the
+        # follow-ups they join to).
+        with visit_flags.deferred(), contacts.deferred(), _secondary_indexes_dropped(self.out):
             per_site = self._split(size.patients, len(self.sites))
             visits = self._split(size.appointments, len(self.sites))
             future = self._split(size.future_appointments, len(self.sites))
@@ -724,10 +726,6 @@ class _Generator:
         started = time.perf_counter()
         # The outbox's triggers counted each COPY; folded in here, as beat would.
         tallies.compact()
-        # The dashboard's kept contacts, derived once from the loaded rows: the
-        # triggers saw each COPY, but a location's attempts may be copied before
-        # the follow-ups they join to.
-        contacts.rebuild()
         with connection.cursor() as cursor:
             for model in BIG_MODELS:
                 _set_sequence(cursor, model._meta.db_table)

@@ -27,8 +27,17 @@ The rows are kept by triggers, in the statement that changes their sources:
 - a location's change of time zone re-derives its rows' days;
 - TRUNCATE of a source empties its share.
 
+Each row also carries its place among its follow-up's contacts, in order of
+time: the previous contact's day, the next one's time and day, and whether all
+of them are at the follow-up's own location (`solo`). For such a follow-up the
+dashboard finds each count on one row — the first contact of the period, the
+last before the booking — instead of grouping its contacts (reports.onepass).
+Every write above orders the rows of the follow-ups it touched again
+(`reports_contact_chain`).
+
 `rebuild()` (`manage.py rebuild_recall_contacts`) derives every row again from
-the sources, for a database restored around the triggers.
+the sources, for a database restored around the triggers; `deferred()` keeps
+the triggers idle for a bulk load on one connection and rebuilds at its end.
 
 Concurrency: a row is derived from the follow-up as the inserting statement sees
 it. Logging an attempt locks its follow-up first (followups.services), so an
@@ -37,7 +46,9 @@ marked sent by the dispatcher while another transaction books the same
 follow-up, both uncommitted at once, can keep the follow-up as it was before
 the booking until the follow-up next changes or the rows are rebuilt: locking
 the follow-up there as well could deadlock the dispatcher with the replanning
-that a booking runs, so it is left as a known, narrow gap.
+that a booking runs, so it is left as a known, narrow gap. Ordering the rows has
+no such gap: writers about one follow-up take an advisory lock for it (one of
+1,024, by id) before reading its rows, so the later one sees both new rows.
 tests/reports/test_contacts.py checks the kept rows against a recount in Python
 after every kind of write, and tests/reports/test_onepass.py the dashboard's
 numbers against the drill-down lists' ORM filters.
@@ -45,6 +56,9 @@ numbers against the drill-down lists' ORM filters.
 The embedded SQLite default keeps nothing here; the dashboard counts with the
 ORM filters there (reports.onepass.available()).
 """
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.db import connection, transaction
 
@@ -67,10 +81,11 @@ def _attempts(rows: str, where: str = "true") -> str:
     """The rows of the attempts in `rows`; an attempt's day is on its location's
     calendar (the location it carries: its follow-up's)."""
     return f"""
-SELECT t.id, NULL::bigint, t.followup_id, t.location_id, f.location_id,
-       f.followup_type_id, f.due_date, t.attempted_at,
-       (t.attempted_at AT TIME ZONE l.time_zone)::date, t.staff_id,
-       a.created_at, (a.created_at AT TIME ZONE lf.time_zone)::date
+SELECT t.id AS attempt_id, NULL::bigint AS message_id, t.followup_id, t.location_id,
+       f.location_id AS followup_location_id, f.followup_type_id, f.due_date,
+       t.attempted_at AS at, (t.attempted_at AT TIME ZONE l.time_zone)::date AS day,
+       t.staff_id, a.created_at AS booked_at,
+       (a.created_at AT TIME ZONE lf.time_zone)::date AS booked_day
   FROM {rows} t
   JOIN locations_location l ON l.id = t.location_id
   {_FOLLOWUP.format(src="t")}
@@ -81,10 +96,11 @@ def _messages(rows: str, where: str = "true") -> str:
     """The rows of the recall messages in `rows` that went out; a message's day is
     on its own location's calendar."""
     return f"""
-SELECT NULL::bigint, m.id, m.followup_id, m.location_id, f.location_id,
-       f.followup_type_id, f.due_date, m.sent_at,
-       (m.sent_at AT TIME ZONE l.time_zone)::date, NULL::integer,
-       a.created_at, (a.created_at AT TIME ZONE lf.time_zone)::date
+SELECT NULL::bigint AS attempt_id, m.id AS message_id, m.followup_id, m.location_id,
+       f.location_id AS followup_location_id, f.followup_type_id, f.due_date,
+       m.sent_at AS at, (m.sent_at AT TIME ZONE l.time_zone)::date AS day,
+       NULL::integer AS staff_id, a.created_at AS booked_at,
+       (a.created_at AT TIME ZONE lf.time_zone)::date AS booked_day
   FROM {rows} m
   JOIN locations_location l ON l.id = m.location_id
   {_FOLLOWUP.format(src="m")}
@@ -114,40 +130,113 @@ _CHANGED_MESSAGES = _messages(
     f"(SELECT n.* FROM new_rows n JOIN old_rows o ON o.id = n.id WHERE {_MESSAGE_CHANGED})"
 )
 
+# Each row's place among its follow-up's contacts (reports.models.RecallContact's
+# prev_day, next_at, next_day, solo), in order of time, then attempt before
+# message, then source id: the same order however the rows were written.
+CHAIN = "prev_day, next_at, next_day, solo"
+_CHAIN_OF = """lag(day) OVER w AS prev_day, lead(at) OVER w AS next_at,
+       lead(day) OVER w AS next_day,
+       bool_and(location_id = followup_location_id) OVER (PARTITION BY followup_id) AS solo"""
+_CHAIN_ORDER = "WINDOW w AS (PARTITION BY followup_id ORDER BY at, attempt_id, message_id)"
+
+
+def _chain(where: str) -> str:
+    """Set the chain columns of the follow-ups whose rows match `where` (all of each
+    follow-up's rows must match), writing only rows whose place changed."""
+    return f"""
+UPDATE {TABLE} r
+   SET prev_day = c.prev_day, next_at = c.next_at, next_day = c.next_day, solo = c.solo
+  FROM (SELECT id, {_CHAIN_OF}
+          FROM {TABLE} WHERE {where}
+        {_CHAIN_ORDER}) c
+ WHERE r.id = c.id AND (r.prev_day, r.next_at, r.next_day, r.solo)
+       IS DISTINCT FROM (c.prev_day, c.next_at, c.next_day, c.solo)"""
+
+
+# Writers about one follow-up take one of this many advisory locks (its id modulo
+# the count, under the namespace CHAIN_LOCK) before ordering its rows: bounded, so
+# a statement touching 50,000 follow-ups takes 1,024 locks, not 50,000.
+CHAIN_LOCK, CHAIN_BUCKETS = 7, 1024
+
+_DEFERRED = """
+    IF current_setting('reports.contacts_deferred', true) = 'on' THEN
+        RETURN NULL;  -- a bulk load derives every row once at its end (deferred())
+    END IF;"""
+
 FUNCTIONS = f"""
+-- Order the rows of the follow-ups `ids` again. Concurrency: two transactions
+-- adding contacts to one follow-up each see only their own new row; so each
+-- takes its follow-ups' locks (in order: no deadlock between two statements)
+-- and only then reads the rows, in a new statement. The later one waits for the
+-- earlier's commit and orders both rows.
+CREATE OR REPLACE FUNCTION reports_contact_chain(ids bigint[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    bucket integer;
+BEGIN
+    IF ids IS NULL OR cardinality(ids) = 0 THEN
+        RETURN;
+    END IF;
+    FOR bucket IN SELECT DISTINCT mod(x, {CHAIN_BUCKETS}) FROM unnest(ids) x ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock({CHAIN_LOCK}, bucket);
+    END LOOP;
+    {_chain("followup_id = ANY(ids)")};
+END
+$$;
+
 CREATE OR REPLACE FUNCTION reports_attempt_contacts() RETURNS trigger
 LANGUAGE plpgsql AS $$
-BEGIN
+DECLARE
+    gone bigint[];
+    came bigint[];
+BEGIN{_DEFERRED}
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        DELETE FROM {TABLE} r USING old_rows o WHERE r.attempt_id = o.id;
+        WITH d AS (DELETE FROM {TABLE} r USING old_rows o WHERE r.attempt_id = o.id
+                   RETURNING r.followup_id)
+        SELECT array_agg(followup_id) INTO gone FROM d;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        INSERT INTO {TABLE} ({COLUMNS}) {_attempts("new_rows")};
+        WITH i AS (INSERT INTO {TABLE} ({COLUMNS}) {_attempts("new_rows")}
+                   RETURNING followup_id)
+        SELECT array_agg(followup_id) INTO came FROM i;
     END IF;
+    PERFORM reports_contact_chain(gone || came);
     RETURN NULL;
 END
 $$;
 
 CREATE OR REPLACE FUNCTION reports_message_contacts() RETURNS trigger
 LANGUAGE plpgsql AS $$
-BEGIN
+DECLARE
+    gone bigint[];
+    came bigint[];
+BEGIN{_DEFERRED}
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO {TABLE} ({COLUMNS}) {_messages("new_rows")};
+        WITH i AS (INSERT INTO {TABLE} ({COLUMNS}) {_messages("new_rows")}
+                   RETURNING followup_id)
+        SELECT array_agg(followup_id) INTO came FROM i;
     ELSIF TG_OP = 'DELETE' THEN
-        DELETE FROM {TABLE} r USING old_rows o WHERE r.message_id = o.id;
+        WITH d AS (DELETE FROM {TABLE} r USING old_rows o WHERE r.message_id = o.id
+                   RETURNING r.followup_id)
+        SELECT array_agg(followup_id) INTO gone FROM d;
     ELSE
-        DELETE FROM {TABLE} r
-         USING old_rows o JOIN new_rows n ON n.id = o.id
-         WHERE r.message_id = o.id AND {_MESSAGE_CHANGED};
-        INSERT INTO {TABLE} ({COLUMNS}) {_CHANGED_MESSAGES};
+        WITH d AS (DELETE FROM {TABLE} r
+                    USING old_rows o JOIN new_rows n ON n.id = o.id
+                    WHERE r.message_id = o.id AND {_MESSAGE_CHANGED}
+                   RETURNING r.followup_id)
+        SELECT array_agg(followup_id) INTO gone FROM d;
+        WITH i AS (INSERT INTO {TABLE} ({COLUMNS}) {_CHANGED_MESSAGES}
+                   RETURNING followup_id)
+        SELECT array_agg(followup_id) INTO came FROM i;
     END IF;
+    PERFORM reports_contact_chain(gone || came);
     RETURN NULL;
 END
 $$;
 
 CREATE OR REPLACE FUNCTION reports_followup_contacts() RETURNS trigger
 LANGUAGE plpgsql AS $$
-BEGIN
+BEGIN{_DEFERRED}
     IF TG_OP = 'DELETE' THEN  -- for each statement
         DELETE FROM {TABLE} r USING old_rows o WHERE r.followup_id = o.id;
         RETURN NULL;
@@ -165,13 +254,16 @@ BEGIN
      WHERE r.followup_id = NEW.id
        AND (r.followup_location_id, r.followup_type_id, r.due_date, r.booked_at)
            IS DISTINCT FROM (NEW.location_id, NEW.followup_type_id, NEW.due_date, b.booked_at);
+    IF OLD.location_id IS DISTINCT FROM NEW.location_id THEN
+        PERFORM reports_contact_chain(ARRAY[NEW.id]);  -- its contacts may now be elsewhere
+    END IF;
     RETURN NULL;
 END
 $$;
 
 CREATE OR REPLACE FUNCTION reports_appointment_contacts() RETURNS trigger
 LANGUAGE plpgsql AS $$
-BEGIN
+BEGIN{_DEFERRED}
     UPDATE {TABLE} r
        SET booked_at = NEW.created_at,
            booked_day = (NEW.created_at AT TIME ZONE lf.time_zone)::date
@@ -184,19 +276,24 @@ $$;
 
 CREATE OR REPLACE FUNCTION reports_location_contacts() RETURNS trigger
 LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM {TABLE} WHERE location_id = NEW.id OR followup_location_id = NEW.id;
+DECLARE
+    ids bigint[];
+BEGIN{_DEFERRED}
+    WITH d AS (DELETE FROM {TABLE} WHERE location_id = NEW.id OR followup_location_id = NEW.id
+               RETURNING followup_id)
+    SELECT array_agg(DISTINCT followup_id) INTO ids FROM d;
     INSERT INTO {TABLE} ({COLUMNS})
         {_LOCATION_ATTEMPTS};
     INSERT INTO {TABLE} ({COLUMNS})
         {_LOCATION_MESSAGES};
+    PERFORM reports_contact_chain(ids);  -- the same follow-ups' rows, on new days
     RETURN NULL;
 END
 $$;
 
 CREATE OR REPLACE FUNCTION reports_truncate_contacts() RETURNS trigger
 LANGUAGE plpgsql AS $$
-BEGIN
+BEGIN{_DEFERRED}
     -- DELETE, not TRUNCATE: a TRUNCATE of every table at once (Django's flush)
     -- has this one in use, and TRUNCATE refuses a table in use.
     IF TG_TABLE_NAME = 'followups_contactattempt' THEN
@@ -206,6 +303,7 @@ BEGIN
     ELSE
         DELETE FROM {TABLE};
     END IF;
+    {_chain("true")};  -- the other source's rows lost their neighbours
     RETURN NULL;
 END
 $$;
@@ -291,13 +389,24 @@ def _drop() -> str:
         "reports_truncate_contacts",
     ):
         sql.append(f"DROP FUNCTION IF EXISTS {function}();")
+    sql.append("DROP FUNCTION IF EXISTS reports_contact_chain(bigint[]);")
     return "\n".join(sql)
 
 
-# Every row, from the sources (the migration's backfill and rebuild()).
+# Every row, from the sources, as the table first stood (migration 0001's backfill;
+# 0003 then ordered them).
 _DERIVE = f"""
 INSERT INTO {TABLE} ({COLUMNS}) {_attempts("followups_contactattempt")};
 INSERT INTO {TABLE} ({COLUMNS}) {_messages("reminders_outboundmessage")};
+"""
+
+# Every row with its place among its follow-up's contacts, in one pass (rebuild()).
+_DERIVE_ORDERED = f"""
+INSERT INTO {TABLE} ({COLUMNS}, {CHAIN})
+SELECT s.*, {_CHAIN_OF}
+  FROM ({_attempts("followups_contactattempt")}
+        UNION ALL {_messages("reminders_outboundmessage")}) s
+{_CHAIN_ORDER};
 """
 
 
@@ -315,9 +424,37 @@ def install(schema_editor) -> None:  # type: ignore[no-untyped-def]
     schema_editor.execute(_DERIVE)
 
 
+def install_chain(schema_editor) -> None:  # type: ignore[no-untyped-def]
+    """Replace the functions with those that keep each row's place among its
+    follow-up's contacts, and set it on the rows already kept (migration 0003)."""
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    schema_editor.execute(FUNCTIONS)
+    schema_editor.execute(TRIGGERS)
+    schema_editor.execute(_chain("true"))
+
+
 def uninstall(schema_editor) -> None:  # type: ignore[no-untyped-def]
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(_drop())
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """For a bulk load on this connection (generate_scale): the triggers keep nothing
+    while it runs, and every row is derived once at its end (as reports.visits).
+
+    A session setting, not ALTER TABLE … DISABLE TRIGGER: a load that is killed
+    leaves the triggers working for every other connection.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SET reports.contacts_deferred = 'on'")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET reports.contacts_deferred")
+    rebuild()
 
 
 def rebuild() -> None:
@@ -332,4 +469,4 @@ def rebuild() -> None:
         )
         # DELETE, not TRUNCATE, which refuses tables with deferred checks pending.
         cursor.execute(f"DELETE FROM {TABLE}")
-        cursor.execute(_DERIVE)
+        cursor.execute(_DERIVE_ORDERED)

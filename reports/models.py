@@ -30,6 +30,14 @@ class RecallContact(models.Model):
     # and its day on the follow-up's location's calendar; else null.
     booked_at = models.DateTimeField(null=True)
     booked_day = models.DateField(null=True)
+    # The follow-up's contacts in order of time (then attempt before message, then
+    # id): the previous one's day, and the next one's time and day. `solo`: all of
+    # the follow-up's contacts are at its own location, on one calendar, so the
+    # dashboard counts its follow-ups from these without grouping (reports.onepass).
+    prev_day = models.DateField(null=True)
+    next_at = models.DateTimeField(null=True)
+    next_day = models.DateField(null=True)
+    solo = models.BooleanField(db_default=False)
 
     class Meta:
         constraints = [
@@ -63,6 +71,10 @@ class RecallContact(models.Model):
                     "attempt_id",
                     "booked_at",
                     "booked_day",
+                    "prev_day",
+                    "next_at",
+                    "next_day",
+                    "solo",
                 ],
                 name="recallcontact_read_idx",
             ),

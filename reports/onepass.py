@@ -16,7 +16,11 @@ Here the same definitions are one statement over two sources:
   day, its follow-up's location, type and due date, and the time its booking was
   recorded. One index range by location and day, instead of the attempts, the
   outbox, each contacted follow-up and each booked visit looked up in turn
-  (410 → 80 ms at 1× for 20 locations; docs/performance.md).
+  (410 → 80 ms at 1× for 20 locations; docs/performance.md). Each row knows
+  its place among its follow-up's contacts, so a follow-up whose contacts are
+  all at its own location is counted from single rows (its first contact of
+  the period, its last before the booking) without grouping; only the few
+  contacted from elsewhere are grouped per follow-up.
 
 tests/reports/test_onepass.py checks, on randomised histories, that every count
 here equals the length of its drill-down list (the ORM filters, which read the
@@ -109,22 +113,34 @@ def followup_tally(scope: Any, trend: Any, anchor: dt.date) -> FollowupTally:
     in_period = "k.day BETWEEN %(start)s AND %(end)s"
     week = "(({day}) - %(anchor)s + 7000) / 7 - 1000"
     booked = "(p.booked_day BETWEEN %(start)s AND %(end)s AND p.attributed)"
+    # A solo follow-up's contacts are read whole and in order (reports.contacts'
+    # chain), so each of its counts is one of its rows, found without grouping:
+    # - contacted: its first contact of the period (none before it in the period);
+    # - booked: its last contact at or before the booking, if within the window
+    #   (an earlier one is further from the booking);
+    # - converted: its last contact at or before the booking and the period's end,
+    #   if in the period and within the window.
+    first_in_period = f"{in_period} AND (k.prev_day IS NULL OR k.prev_day < %(start)s)"
+    last_before = "(k.next_at IS NULL OR k.next_at > k.booked_at)"
+    attributes = f"{within} AND {last_before}"
+    converts = f"{within} AND {in_period} AND ({last_before} OR k.next_day > %(end)s)"
+    booked_solo = f"{attributes} AND k.booked_day BETWEEN %(start)s AND %(end)s"
     sql = f"""
         -- Not materialized: each use reads the index range it needs (writing 40,000
         -- rows to a tuplestore first cost more than reading them three times).
         WITH contact AS NOT MATERIALIZED (
             SELECT k.followup_id, k.followup_location_id, k.followup_type_id, k.due_date,
                    k.at, k.day, k.staff_id, k.attempt_id IS NOT NULL AS attempt,
-                   k.booked_at, k.booked_day
+                   k.booked_at, k.booked_day, k.prev_day, k.next_at, k.next_day, k.solo
               FROM reports_recallcontact k
              WHERE k.location_id = ANY(%(ids)s) AND k.day BETWEEN %(first)s AND %(last)s
         ),
-        -- Per contacted follow-up of the locations: contacted in the period, booked
-        -- within the window after a contact (attributed), and after one of the
-        -- period's (converted). Messages sent here about a follow-up elsewhere
+        -- Per contacted follow-up with a contact away from its location (few): as
+        -- for a solo one, but by grouping its contacts. Contacted in the period,
+        -- booked within the window after a contact (attributed), and after one of
+        -- the period's (converted). Messages sent here about a follow-up elsewhere
         -- are left out, and so are contacts outside the period that attribute no
-        -- booking: they count nowhere, and half the rows read are such (the read
-        -- reaches back for the chart and the window), so grouping skips them.
+        -- booking: they count nowhere.
         per AS MATERIALIZED (
             SELECT k.followup_id, min(k.followup_location_id) AS location_id,
                    min(k.followup_type_id) AS followup_type_id, min(k.due_date) AS due_date,
@@ -133,9 +149,19 @@ def followup_tally(scope: Any, trend: Any, anchor: dt.date) -> FollowupTally:
                    bool_or({within}) AS attributed,
                    bool_or({in_period} AND {within}) AS converted
               FROM contact k
-             WHERE k.followup_location_id = ANY(%(ids)s) AND ({in_period} OR ({within}))
+             WHERE NOT k.solo AND k.followup_location_id = ANY(%(ids)s)
+               AND ({in_period} OR ({within}))
              GROUP BY k.followup_id
         )
+        SELECT 'contacts', k.followup_location_id, k.followup_type_id,
+               count(*) FILTER (WHERE {first_in_period}),
+               count(*) FILTER (WHERE {booked_solo}),
+               count(*) FILTER (WHERE {converts}),
+               sum(greatest(k.booked_day - k.due_date, 0)) FILTER (WHERE {booked_solo})
+          FROM contact k
+         WHERE k.solo AND ({in_period} OR ({within}))
+         GROUP BY k.followup_location_id, k.followup_type_id
+        UNION ALL
         SELECT 'contacts', p.location_id, p.followup_type_id,
                count(*) FILTER (WHERE p.contacted),
                count(*) FILTER (WHERE {booked}),
@@ -160,6 +186,12 @@ def followup_tally(scope: Any, trend: Any, anchor: dt.date) -> FollowupTally:
          WHERE f.location_id = ANY(%(ids)s) AND f.lapses_on BETWEEN %(start)s AND %(end)s
            AND ({" OR ".join(lapsed) or "false"})
          GROUP BY f.location_id, f.followup_type_id
+        UNION ALL
+        SELECT 'booked', {week.format(day="k.booked_day")}, NULL, count(*), NULL, NULL, NULL
+          FROM contact k
+         WHERE k.solo AND k.booked_day BETWEEN %(trend_start)s AND %(trend_end)s
+           AND {attributes}
+         GROUP BY 2
         UNION ALL
         SELECT 'booked', {week.format(day="p.booked_day")}, NULL, count(*), NULL, NULL, NULL
           FROM per p
@@ -191,19 +223,20 @@ def followup_tally(scope: Any, trend: Any, anchor: dt.date) -> FollowupTally:
         for kind, key, followup_type, *values in cursor.fetchall():
             if kind == "contacts":
                 # A type with nothing to count in the period is not listed (the
-                # contacts read include some from before it).
+                # contacts read include some from before it). Solo and grouped
+                # follow-ups come as two rows per cell.
                 if any(values):
                     contacted, booked_, converted, overdue_days = values
-                    cell((key, followup_type)).update(
-                        contacted=contacted,
-                        booked=booked_,
-                        converted=converted,
-                        overdue_days=overdue_days,
-                    )
+                    c = cell((key, followup_type))
+                    c["contacted"] += contacted
+                    c["booked"] += booked_
+                    c["converted"] += converted
+                    if overdue_days is not None:
+                        c["overdue_days"] = (c["overdue_days"] or 0) + overdue_days
             elif kind in ("due", "overdue", "lapsed"):
                 cell((key, followup_type))[kind] = values[0]
             elif kind == "booked":
-                tally.booked_by_week[key] = values[0]
+                tally.booked_by_week[key] = tally.booked_by_week.get(key, 0) + values[0]
             elif kind == "attempts":
                 tally.attempts_by_week[key] = values[0]
             else:

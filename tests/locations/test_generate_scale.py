@@ -229,6 +229,15 @@ class TestGenerated:
 
     def test_it_leaves_the_dashboards_contacts_derived(self, generated):
         from reports.models import RecallContact
+        from tests.reports.test_contacts import expected, kept
+
+        # The load defers the triggers (reports.contacts.deferred) and derives once,
+        # each row in its place among its follow-up's contacts.
+        assert kept() == expected()
+        assert RecallContact.objects.filter(prev_day__isnull=False).exists()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('reports.contacts_deferred', true)")
+            assert cursor.fetchone()[0] in (None, "")  # the triggers work again
 
         went_out = OutboundMessage.objects.filter(
             kind="recall",

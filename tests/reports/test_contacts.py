@@ -8,11 +8,13 @@ after random writes through every path the application and its imports use.
 
 import datetime as dt
 import random
+import threading
+import time
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from followups.models import ContactAttempt, Followup
 from locations.models import Role
@@ -50,6 +52,10 @@ FIELDS = (
     "staff_id",
     "booked_at",
     "booked_day",
+    "prev_day",
+    "next_at",
+    "next_day",
+    "solo",
 )
 
 
@@ -111,7 +117,33 @@ def expected() -> set[tuple]:
                 *booking(f),
             )
         )
-    return rows
+    return _ordered(rows)
+
+
+def _ordered(rows: set[tuple]) -> set[tuple]:
+    """Each row with its place among its follow-up's contacts: in order of time,
+    attempts before messages, then by id — the previous row's day, the next row's
+    time and day, and whether every one is at the follow-up's location."""
+    by_followup: dict[int, list[tuple]] = {}
+    for row in rows:
+        by_followup.setdefault(row[2], []).append(row)
+    placed = set()
+    for chain in by_followup.values():
+        chain.sort(key=lambda r: (r[7], r[0] is None, r[0] or 0, r[1] or 0))
+        solo = all(r[3] == r[4] for r in chain)
+        for i, row in enumerate(chain):
+            before = chain[i - 1] if i else None
+            after = chain[i + 1] if i + 1 < len(chain) else None
+            placed.add(
+                (
+                    *row,
+                    before[8] if before else None,
+                    after[7] if after else None,
+                    after[8] if after else None,
+                    solo,
+                )
+            )
+    return placed
 
 
 def kept() -> set[tuple]:
@@ -139,6 +171,7 @@ class Writer:
         "done",
         "recorded",
         "retype",
+        "relocate",
         "followup_delete",
         "visit_delete",
         "zone",
@@ -273,6 +306,10 @@ class Writer:
             f.followup_type = pick(self.types)
             f.due_date += dt.timedelta(days=self.rng.choice([-3, 7]))
             f.save()
+        elif action == "relocate":  # its contacts stay where they were made
+            f = pick(followups)
+            f.location = pick(self.locations)
+            f.save()
         elif action == "followup_delete":
             pick(followups).delete()
             self._followup()
@@ -351,4 +388,45 @@ def test_a_follow_up_update_that_changes_nothing_kept_rewrites_nothing(db):
         due_date=followup.due_date + dt.timedelta(days=99)
     )
     assert _versions() != before
+    assert kept() == expected()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_writers_about_one_follow_up_order_both_contacts():
+    """A recall message goes out while a call about the same follow-up is logged,
+    both uncommitted at once: each sees only its own new row. The one that orders
+    the follow-up's rows second must wait for the first's commit, else both rows
+    stay "first" and the follow-up counts twice as contacted."""
+    writer = Writer(9)
+    followup = Followup.objects.first()
+    message = writer._message()
+    message.kind, message.status, message.sent_at = OutboundMessage.Kind.RECALL, Status.SENT, START
+    message.location, message.followup = followup.location, followup
+
+    def call() -> None:
+        try:
+            with transaction.atomic():
+                writer._attempt(followup).save()
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        message.save()
+        other = threading.Thread(target=call)
+        other.start()
+        deadline = time.monotonic() + 10
+        while other.is_alive() and time.monotonic() < deadline:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_stat_clear_snapshot()")
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+                if cursor.fetchone()[0]:
+                    break
+            time.sleep(0.02)
+    other.join(10)
+    assert not other.is_alive()
+    assert RecallContact.objects.filter(followup_id=followup.pk).count() == 2
+    assert RecallContact.objects.filter(followup_id=followup.pk, prev_day__isnull=True).count() == 1
     assert kept() == expected()

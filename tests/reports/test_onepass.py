@@ -192,6 +192,27 @@ def test_it_counts_reminders_visits_and_weeks_as_their_lists(history):
             ], (scope, name)
 
 
+def test_a_contact_after_the_period_leaves_the_conversion_in_it(build, north):
+    # Contacted on the 10th and the 16th, booked on the 18th: converted in the first
+    # half of March (its contact of the 10th is within the window), booked after it.
+    followup = build.followup(north, due=dt.date(2026, 3, 2))
+    build.attempt(followup, utc(2026, 3, 10, 15))
+    build.attempt(followup, utc(2026, 3, 16, 15))
+    build.book(followup, recorded=utc(2026, 3, 18, 15), status="scheduled")
+    for start, end, expected in (
+        (dt.date(2026, 3, 1), dt.date(2026, 3, 14), (1, 0, 1)),
+        (dt.date(2026, 3, 15), dt.date(2026, 3, 21), (1, 1, 1)),
+        (dt.date(2026, 3, 1), dt.date(2026, 3, 9), (0, 0, 0)),
+    ):
+        scope = metrics.Scope((north,), start, end, NOW)
+        lines = metrics.recall_by_location(scope)[0]
+        counts = (lines[0].contacted, lines[0].booked, lines[0].converted) if lines else (0, 0, 0)
+        assert counts == expected, (start, end)
+        assert counts == tuple(
+            metrics.drill_rows(scope, name).count() for name in ("contacted", "booked", "converted")
+        )
+
+
 def test_it_keeps_a_booking_with_an_open_status_out_of_booked(build, north):
     followup = build.followup(north, due=dt.date(2026, 3, 2))
     build.attempt(followup, utc(2026, 3, 3, 14))
