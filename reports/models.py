@@ -78,6 +78,22 @@ class RecallContact(models.Model):
                 ],
                 name="recallcontact_read_idx",
             ),
+            # The few contacts of follow-ups contacted away from their location,
+            # which the dashboard still groups per follow-up (reports.onepass).
+            models.Index(
+                fields=["location_id", "day"],
+                include=[
+                    "followup_id",
+                    "followup_location_id",
+                    "followup_type_id",
+                    "due_date",
+                    "at",
+                    "booked_at",
+                    "booked_day",
+                ],
+                condition=models.Q(solo=False),
+                name="recallcontact_away_idx",
+            ),
             models.Index(fields=["followup_id"], name="recallcontact_followup_idx"),
         ]
 
