@@ -94,6 +94,15 @@ class RecallContact(models.Model):
                 condition=models.Q(solo=False),
                 name="recallcontact_away_idx",
             ),
+            # A follow-up's last contact at or before its booking, by the booking's
+            # day: the chart's bookings from recall per week.
+            models.Index(
+                fields=["location_id", "booked_day"],
+                include=["at", "booked_at", "solo"],
+                condition=models.Q(at__lte=models.F("booked_at"))
+                & (models.Q(next_at__isnull=True) | models.Q(next_at__gt=models.F("booked_at"))),
+                name="recallcontact_booked_idx",
+            ),
             models.Index(fields=["followup_id"], name="recallcontact_followup_idx"),
         ]
 

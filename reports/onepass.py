@@ -195,9 +195,13 @@ def followup_tally(scope: Any, trend: Any, anchor: dt.date) -> FollowupTally:
            AND ({" OR ".join(lapsed) or "false"})
          GROUP BY f.location_id, f.followup_type_id
         UNION ALL
+        -- By the booking's day (recallcontact_booked_idx: a solo follow-up's last
+        -- contact before its booking), not through `contact`, which reads every
+        -- contact of the chart's weeks for these few.
         SELECT 'booked', {week.format(day="k.booked_day")}, NULL, count(*), NULL, NULL, NULL
-          FROM contact k
-         WHERE k.solo AND k.booked_day BETWEEN %(trend_start)s AND %(trend_end)s
+          FROM reports_recallcontact k
+         WHERE k.location_id = ANY(%(ids)s) AND k.solo
+           AND k.booked_day BETWEEN %(trend_start)s AND %(trend_end)s
            AND {attributes}
          GROUP BY 2
         UNION ALL
