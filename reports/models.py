@@ -103,6 +103,14 @@ class RecallContact(models.Model):
                 & (models.Q(next_at__isnull=True) | models.Q(next_at__gt=models.F("booked_at"))),
                 name="recallcontact_booked_idx",
             ),
+            # Staff attempts only (a quarter of the contacts): the chart's attempts
+            # per week and the staff table.
+            models.Index(
+                fields=["location_id", "day"],
+                include=["followup_id", "staff_id", "at", "booked_at"],
+                condition=models.Q(attempt_id__isnull=False),
+                name="recallcontact_attempt_idx",
+            ),
             models.Index(fields=["followup_id"], name="recallcontact_followup_idx"),
         ]
 
