@@ -1,11 +1,11 @@
 """Links from a number to the list behind it, and numbers as people read them."""
 
+import html
 from typing import Any
 from urllib.parse import urlencode
 
 from django import template
 from django.urls import reverse
-from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
@@ -91,8 +91,11 @@ def days(value) -> str:
 
 
 def _a(url: str, text: Any, aria: str | None = None) -> str:
-    label = f' aria-label="{escape(aria)}"' if aria is not None else ""
-    return f'<a href="{escape(url)}"{label}>{escape(text)}</a>'
+    # html.escape is what django.utils.html.escape calls, without its lazy-string
+    # wrapper (a third of these rows' cost); a count needs no escaping.
+    label = f' aria-label="{html.escape(aria)}"' if aria is not None else ""
+    shown = text if type(text) is int else html.escape(str(text))
+    return f'<a href="{html.escape(url)}"{label}>{shown}</a>'
 
 
 def _recall_row(context, line, key) -> str:
@@ -105,7 +108,7 @@ def _recall_row(context, line, key) -> str:
         f"{line.converted} of {line.contacted} contacted",
     )
     return (
-        f'\n      <tr>\n        <th scope="row">{escape(line.label)}</th>'
+        f'\n      <tr>\n        <th scope="row">{html.escape(str(line.label))}</th>'
         + "".join(f"\n        {cell(m)}" for m in ("due", "overdue", "lapsed", "contacted"))
         + f"\n        {cell('booked')}"
         + f'\n        <td class="num">{conversion}</td>'
@@ -124,7 +127,7 @@ def staff_rows(context, lines) -> SafeString:
     """The rows of "Conversion by staff member"."""
     return mark_safe(
         "".join(
-            f'\n      <tr><th scope="row">{escape(line.label)}</th>'
+            f'\n      <tr><th scope="row">{html.escape(str(line.label))}</th>'
             f'\n        <td class="num">'
             f"{_a(_drill(context, 'staff_contacted', staff=line.key), line.contacted)}</td>"
             f'\n        <td class="num">'
@@ -146,7 +149,7 @@ def reminder_row(context, line, key) -> SafeString:
         return f'<span class="muted small">{pct(value)}</span>'
 
     return mark_safe(
-        f'<tr>\n  <th scope="row">{escape(line.label)}</th>'
+        f'<tr>\n  <th scope="row">{html.escape(str(line.label))}</th>'
         f'\n  <td class="num">{a("sent")}</td>'
         f'\n  <td class="num">{a("delivered")} {rate(line.delivery_rate)}</td>'
         f'\n  <td class="num">{a("failed")}</td>'
