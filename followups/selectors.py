@@ -277,15 +277,18 @@ def worklist_tab_counts(*, user, filters: WorklistFilters, today: dt.date, cap: 
     each bucket's read stops there, by index range.
     """
     base = _worklist_base(user=user, filters=filters, today=today)
-    # Hash joins off: each counted row probes the patient's future bookings by
+    # Nested loops only: each counted row probes the patient's future bookings by
     # index (appointment_booked_idx), at most cap + 1 times per bucket. PostgreSQL
-    # would rather hash every future booking of the practice first, because it
-    # expects ~900 of them where there are ~26,000 at 1× (booked statuses and
-    # future start times go together, and it multiplies their odds as if they did
-    # not); for a manager of 20 locations that hash cost 5–6 ms in each of two
-    # buckets: 25 → 17 ms for the statement (benchmarks/pages.py).
+    # would rather hash or sort every future booking of the practice first,
+    # because it expects ~900 of them where there are ~26,000 at 1× (booked
+    # statuses and future start times go together, and it multiplies their odds
+    # as if they did not). For a manager of 20 locations, hashing cost 5–6 ms in
+    # each of two buckets (25 → 17 ms with hash joins off); with hash joins off
+    # it merged instead, sorting the Overdue bucket's 11,700 follow-ups and the
+    # 19,000 bookings before its first row counted (55 → 18 ms with merge joins
+    # off too; benchmarks/pages.py).
     row = count_each(
-        [base.filter(bucket_q(b, today)) for b in BUCKETS], limit=cap, hash_joins=False
+        [base.filter(bucket_q(b, today)) for b in BUCKETS], limit=cap, nested_loops=True
     )
     counts = {b: min(n, cap) for b, n in zip(BUCKETS, row, strict=True)}
     more = frozenset(b for b, n in zip(BUCKETS, row, strict=True) if n > cap)

@@ -9,9 +9,12 @@ from django.core.paginator import Paginator
 from django.db import DatabaseError, connection
 from django.db.models import QuerySet
 
+# The planner settings count_each(nested_loops=True) turns off for its statement.
+NESTED_LOOPS_ONLY = ("enable_hashjoin", "enable_mergejoin")
+
 
 def count_each(
-    querysets: Sequence[QuerySet], *, limit: int | None = None, hash_joins: bool = True
+    querysets: Sequence[QuerySet], *, limit: int | None = None, nested_loops: bool = False
 ) -> list[int]:
     """COUNT(*) of each queryset, in one statement.
 
@@ -19,9 +22,10 @@ def count_each(
     above `limit` says "more" without visiting every row (Today's tabs). A
     queryset that can match nothing (an empty IN list) counts 0 without SQL.
 
-    `hash_joins=False` plans the statement with PostgreSQL's hash joins off, for
-    counts whose rows each probe a few index entries and stop at `limit`: see
-    followups.selectors.worklist_tab_counts for when the planner gets that wrong.
+    `nested_loops=True` plans the statement with PostgreSQL's hash and merge joins
+    off (`NESTED_LOOPS_ONLY`), for counts whose rows each probe a few index entries
+    and stop at `limit`: see followups.selectors.worklist_tab_counts for when the
+    planner gets that wrong.
     """
     parts: list[str] = []
     params: list[Any] = []
@@ -38,18 +42,20 @@ def count_each(
         params.extend(p)
     sql = "SELECT " + ", ".join(parts)
     with connection.cursor() as cursor:
-        if hash_joins or connection.vendor != "postgresql":
+        if not nested_loops or connection.vendor != "postgresql":
             cursor.execute(sql, params)
             return list(cursor.fetchone())
-        # For this statement only. When it fails inside a transaction, the RESET
-        # cannot run, and the transaction's rollback undoes the SET instead.
-        cursor.execute("SET enable_hashjoin = off")
+        # For this statement only. When it fails inside a transaction, the RESETs
+        # cannot run, and the transaction's rollback undoes the SETs instead.
+        for setting in NESTED_LOOPS_ONLY:
+            cursor.execute(f"SET {setting} = off")
         try:
             cursor.execute(sql, params)
             return list(cursor.fetchone())
         finally:
             with contextlib.suppress(DatabaseError):
-                cursor.execute("RESET enable_hashjoin")
+                for setting in NESTED_LOOPS_ONLY:
+                    cursor.execute(f"RESET {setting}")
 
 
 class CountedPaginator(Paginator):

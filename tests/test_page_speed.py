@@ -130,14 +130,16 @@ def test_the_messages_page_pages_by_its_tab_counts(client, front_desk, north):
         assert len(page.object_list) == min(total, 25)
 
 
-def _hashjoin_setting() -> str:
+def _join_settings() -> tuple[str, str]:
     with connection.cursor() as cursor:
-        cursor.execute("SHOW enable_hashjoin")
-        return cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')"
+        )
+        return cursor.fetchone()
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL planner setting")
-def test_counts_planned_without_hash_joins_are_the_same_and_leave_the_setting_as_it_was():
+def test_counts_planned_with_nested_loops_only_are_the_same_and_leave_the_settings_as_they_were():
     from practicecrm.pagination import count_each
 
     north = LocationFactory()
@@ -148,24 +150,29 @@ def test_counts_planned_without_hash_joins_are_the_same_and_leave_the_setting_as
         Patient.objects.exclude(home_location=north),
         Patient.objects.filter(pk__in=[]),
     ]
-    assert count_each(querysets, limit=2, hash_joins=False) == [3, 2, 0]
+    assert count_each(querysets, limit=2, nested_loops=True) == [3, 2, 0]
     assert count_each(querysets, limit=2) == [3, 2, 0]
-    assert _hashjoin_setting() == "on"  # the setting does not outlive the count
-    planned_without = Patient.objects.extra(where=["current_setting('enable_hashjoin') = 'off'"])
-    assert count_each([planned_without], hash_joins=False) == [5]
+    assert _join_settings() == ("on", "on")  # the settings do not outlive the count
+    planned_without = Patient.objects.extra(
+        where=[
+            "current_setting('enable_hashjoin') = 'off'",
+            "current_setting('enable_mergejoin') = 'off'",
+        ]
+    )
+    assert count_each([planned_without], nested_loops=True) == [5]
     assert count_each([planned_without]) == [0]
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL planner setting")
-def test_a_count_that_fails_leaves_hash_joins_on(transactional_db):
+def test_a_count_that_fails_leaves_hash_and_merge_joins_on(transactional_db):
     from django.db import DatabaseError, transaction
 
     from practicecrm.pagination import count_each
 
     failing = Patient.objects.extra(where=["1 / (SELECT count(*) FROM patients_patient) = 1"])
     with pytest.raises(DatabaseError, match="division by zero"):
-        count_each([failing], hash_joins=False)
-    assert _hashjoin_setting() == "on"
+        count_each([failing], nested_loops=True)
+    assert _join_settings() == ("on", "on")
     with pytest.raises(DatabaseError, match="division by zero"), transaction.atomic():
-        count_each([failing], hash_joins=False)
-    assert _hashjoin_setting() == "on"  # the transaction's rollback took the SET with it
+        count_each([failing], nested_loops=True)
+    assert _join_settings() == ("on", "on")  # the rollback took the SETs with it
