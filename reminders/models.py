@@ -332,7 +332,23 @@ class MessageTally(MessageTallyBase):
         ]
         indexes = [
             # compact()'s clean-up of keys that came to zero.
-            models.Index(fields=["id"], condition=Q(n=0), name="messagetally_zero_idx")
+            models.Index(fields=["id"], condition=Q(n=0), name="messagetally_zero_idx"),
+            # Each status's total, without the reasons of the messages not sent
+            # (reminders.tallies.TOTALS): the dashboard's numbers, index-only.
+            models.Index(
+                fields=["location", "day"],
+                include=["kind", "status", "n"],
+                condition=Q(reason=""),
+                name="messagetally_total_idx",
+            ),
+            # The messages not sent, by reason (and their total): "Not sent, by
+            # reason" (reminders.tallies.SUPPRESSED), index-only.
+            models.Index(
+                fields=["location", "day"],
+                include=["kind", "reason", "n"],
+                condition=Q(status="suppressed"),
+                name="messagetally_suppressed_idx",
+            ),
         ]
 
 

@@ -566,7 +566,7 @@ def message_tallies(scope: Scope, weeks: list[dt.date]) -> Tallies:
                                day BETWEEN %(p_start)s AND %(p_end)s AS in_period,
                                day BETWEEN %(w_start)s AND %(w_end)s AS in_trend,
                                kind, status, sum(n)::integer AS n
-                          FROM {outbox_tallies.SOURCE} counted
+                          FROM {outbox_tallies.TOTALS} counted
                          GROUP BY 1, 2, 3, 4, 5, 6) grouped
                  GROUP BY 1, 2""",
             params,
@@ -628,13 +628,18 @@ def suppressed_reasons(scope: Scope) -> list[dict[str, Any]]:
             "first": scope.start,
             "last": scope.end,
             "kinds": [str(k) for k in REMINDER_KINDS],
-            "suppressed": str(OutboundMessage.Status.SUPPRESSED),
         }
+        # The blank reason's row is the total: what the reasons do not account
+        # for was held back without one, and is listed as such (a blank reason).
         with connection.cursor() as cursor:
             cursor.execute(
-                f"""SELECT reason, sum(n) AS total FROM {outbox_tallies.SOURCE} counted
-                     WHERE status = %(suppressed)s
-                     GROUP BY reason HAVING sum(n) <> 0
+                f"""SELECT reason, total FROM (
+                        SELECT reason, CASE WHEN reason = '' THEN sum(n) - coalesce(
+                                   sum(sum(n)) FILTER (WHERE reason <> '') OVER (), 0)
+                               ELSE sum(n) END::bigint AS total
+                          FROM {outbox_tallies.SUPPRESSED} counted
+                         GROUP BY reason) by_reason
+                     WHERE total <> 0
                      ORDER BY total DESC, reason""",
                 params,
             )
