@@ -95,10 +95,11 @@ class RecallContact(models.Model):
                 name="recallcontact_away_idx",
             ),
             # A follow-up's last contact at or before its booking, by the booking's
-            # day: the chart's bookings from recall per week.
+            # day: the chart's bookings from recall per week, and the period's
+            # bookings of solo follow-ups per type (reports.onepass).
             models.Index(
                 fields=["location_id", "booked_day"],
-                include=["at", "booked_at", "solo"],
+                include=["at", "booked_at", "solo", "followup_type_id", "due_date"],
                 condition=models.Q(at__lte=models.F("booked_at"))
                 & (models.Q(next_at__isnull=True) | models.Q(next_at__gt=models.F("booked_at"))),
                 name="recallcontact_booked_idx",

@@ -92,9 +92,6 @@ def followup_tally(scope: Any, trend: Any, anchor: dt.date) -> FollowupTally:
     params = _params(scope) | {
         "first": first,
         "last": last,
-        # The period's own counts need only its days and the window before them.
-        "period_first": scope.start - scope.attribution - margin,
-        "period_last": scope.end + margin,
         "trend_start": trend.start,
         "trend_end": trend.end,
         "anchor": anchor,
@@ -161,14 +158,22 @@ def followup_tally(scope: Any, trend: Any, anchor: dt.date) -> FollowupTally:
              GROUP BY k.followup_id
         )
         SELECT 'contacts', k.followup_location_id, k.followup_type_id,
-               count(*) FILTER (WHERE {first_in_period}),
-               count(*) FILTER (WHERE {booked_solo}),
-               count(*) FILTER (WHERE {converts}),
-               sum(greatest(k.booked_day - k.due_date, 0)) FILTER (WHERE {booked_solo})
+               count(*) FILTER (WHERE {first_in_period}), 0,
+               count(*) FILTER (WHERE {converts}), NULL
           FROM contact k
-         WHERE k.solo AND k.day BETWEEN %(period_first)s AND %(period_last)s
-           AND ({in_period} OR ({within}))
+         WHERE k.solo AND {in_period}
          GROUP BY k.followup_location_id, k.followup_type_id
+        UNION ALL
+        -- A solo follow-up booked in the period, by the booking's day
+        -- (recallcontact_booked_idx: its last contact before the booking), not by
+        -- reading every contact of the window before the period. Its contacts are
+        -- all at its own location.
+        SELECT 'contacts', k.location_id, k.followup_type_id, 0, count(*), 0,
+               sum(greatest(k.booked_day - k.due_date, 0))
+          FROM reports_recallcontact k
+         WHERE k.location_id = ANY(%(ids)s) AND k.solo
+           AND {booked_solo}
+         GROUP BY k.location_id, k.followup_type_id
         UNION ALL
         SELECT 'contacts', p.location_id, p.followup_type_id,
                count(*) FILTER (WHERE p.contacted),
