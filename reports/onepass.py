@@ -60,6 +60,7 @@ def _params(scope: Any) -> dict[str, Any]:
         "window": f"{int(scope.attribution.total_seconds())} seconds",
         "open": OPEN,
         "lapsing": LAPSING,
+        "lapsed": str(Status.LAPSED),
     }
 
 
@@ -194,10 +195,18 @@ def followup_tally(scope: Any, trend: Any, anchor: dt.date) -> FollowupTally:
            AND ({" OR ".join(overdue) or "false"})
          GROUP BY f.location_id, f.followup_type_id
         UNION ALL
+        -- Lapsed: marked so (followup_lapsed_on_idx), and open but past the day
+        -- they lapse (followup_lapsing_idx), each from its own partial index.
         SELECT 'lapsed', f.location_id, f.followup_type_id, count(*), NULL, NULL, NULL
           FROM followups_followup f
          WHERE f.location_id = ANY(%(ids)s) AND f.lapses_on BETWEEN %(start)s AND %(end)s
-           AND ({" OR ".join(lapsed) or "false"})
+           AND f.status = %(lapsed)s AND ({" OR ".join(lapsed) or "false"})
+         GROUP BY f.location_id, f.followup_type_id
+        UNION ALL
+        SELECT 'lapsed', f.location_id, f.followup_type_id, count(*), NULL, NULL, NULL
+          FROM followups_followup f
+         WHERE f.location_id = ANY(%(ids)s) AND f.lapses_on BETWEEN %(start)s AND %(end)s
+           AND f.status = ANY(%(open)s) AND ({" OR ".join(lapsed) or "false"})
          GROUP BY f.location_id, f.followup_type_id
         UNION ALL
         -- By the booking's day (recallcontact_booked_idx: a solo follow-up's last
@@ -251,7 +260,8 @@ def followup_tally(scope: Any, trend: Any, anchor: dt.date) -> FollowupTally:
                     if overdue_days is not None:
                         c["overdue_days"] = (c["overdue_days"] or 0) + overdue_days
             elif kind in ("due", "overdue", "lapsed"):
-                cell((key, followup_type))[kind] = values[0]
+                # Lapsed comes in two rows per cell (marked, and past the day).
+                cell((key, followup_type))[kind] += values[0]
             elif kind == "booked":
                 tally.booked_by_week[key] = tally.booked_by_week.get(key, 0) + values[0]
             elif kind == "attempts":
