@@ -152,6 +152,16 @@ SELECT {_KEY_OF}, count(*)
  ORDER BY 1, 2
 """
 
+# Everything counted again, in one transaction: the outbox's writers wait, so
+# nothing changes between the recount and its end; DELETE, not TRUNCATE, which
+# refuses tables with deferred checks pending (rebuild() and migration 0012).
+_COUNT_AGAIN = (
+    "LOCK TABLE reminders_outboundmessage IN SHARE MODE",
+    f"DELETE FROM {TALLY}",
+    f"DELETE FROM {CHANGE}",
+    _RECOUNT,
+)
+
 # The pending changes into the tally, key by key. Ordered, so two compactions at
 # once lock the tally's rows in the same order and never deadlock.
 _COMPACT = f"""
@@ -202,10 +212,8 @@ def reinstall(schema_editor) -> None:  # type: ignore[no-untyped-def]
     if schema_editor.connection.vendor != "postgresql":
         return
     schema_editor.execute(FUNCTIONS)
-    schema_editor.execute("LOCK TABLE reminders_outboundmessage IN SHARE MODE")
-    schema_editor.execute(f"DELETE FROM {TALLY}")
-    schema_editor.execute(f"DELETE FROM {CHANGE}")
-    schema_editor.execute(_RECOUNT)
+    for statement in _COUNT_AGAIN:
+        schema_editor.execute(statement)
 
 
 def uninstall(schema_editor) -> None:  # type: ignore[no-untyped-def]
@@ -230,9 +238,5 @@ def rebuild() -> None:
     if not available():
         return
     with transaction.atomic(), connection.cursor() as cursor:
-        # The outbox's writers wait: nothing changes between the recount and its end.
-        cursor.execute("LOCK TABLE reminders_outboundmessage IN SHARE MODE")
-        # DELETE, not TRUNCATE, which refuses tables with deferred checks pending.
-        cursor.execute(f"DELETE FROM {TALLY}")
-        cursor.execute(f"DELETE FROM {CHANGE}")
-        cursor.execute(_RECOUNT)
+        for statement in _COUNT_AGAIN:
+            cursor.execute(statement)
